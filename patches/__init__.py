@@ -1,0 +1,41 @@
+"""Registry of the monkey-patches vllm-seed applies to vLLM 0.32.
+
+Each patch is one small module with ``TARGET`` (the upstream symbol),
+``UPSTREAM_SHA256`` (hash of that symbol's source when the patch was written,
+so a test fails the day upstream changes it) and ``apply()``. README.md in
+this folder says what, why, how, the upstream issue and when to remove each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+
+from . import cpu_expand_kernel
+
+# Patches applied in every process by vllm_seed.register(). The install-time
+# patch (vllm_dist_alias) is not here: it must act before any plugin loads.
+RUNTIME_PATCHES = (cpu_expand_kernel,)
+
+_applied: set[str] = set()
+
+
+def apply_all() -> list[str]:
+    """Apply each runtime patch once per process; return the names applied now."""
+    newly = []
+    for patch in RUNTIME_PATCHES:
+        if patch.__name__ in _applied:
+            continue
+        if patch.apply():
+            newly.append(patch.__name__)
+        _applied.add(patch.__name__)
+    return newly
+
+
+def upstream_source_sha256(dotted: str) -> str:
+    """sha256 of the source of ``module.attr`` as vLLM ships it."""
+    module_name, attr = dotted.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    original = getattr(module, f"_seed_original_{attr}", None) or getattr(module, attr)
+    return hashlib.sha256(inspect.getsource(original).encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""vllm-seed: SEED (Scheduled spEculativE Decoding) as a vLLM plugin.
+
+``register()`` is the ``vllm.general_plugins`` entry point. vLLM calls it in
+every process (CLI before argument parsing, engine core, workers); it is
+re-entrant and idempotent, imports lazily, applies the runtime patches and
+adds ``--speculative-plugin`` / ``--seed-config`` to the vLLM CLI.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_registered = False
+
+
+def register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from vllm_seed import _vllm_compat, cli
+
+    _vllm_compat.check_vllm_version()
+    import vllm_seed_patches
+
+    vllm_seed_patches.apply_all()
+    cli.extend_engine_args()
+
+
+def seed_llm_kwargs(
+    draft_model: str, num_speculative_tokens: int, **seed_config
+) -> dict:
+    """Keyword arguments that make ``vllm.LLM(...)`` run SEED.
+
+    Example: ``LLM(model=TARGET, **seed_llm_kwargs("DRAFT", 3, num_drafters=2))``.
+    """
+    from vllm_seed.cli import seed_engine_overrides
+
+    register()
+    return seed_engine_overrides(
+        {"model": draft_model, "num_speculative_tokens": num_speculative_tokens},
+        seed_config,
+    )

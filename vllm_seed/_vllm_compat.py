@@ -1,0 +1,74 @@
+"""The one module that touches vLLM internals (vLLM 0.32.x).
+
+Everything vllm-seed needs from vLLM beyond its public API is imported or
+looked up here, so a vLLM upgrade is reviewed in one place.
+"""
+
+from __future__ import annotations
+
+SUPPORTED_VLLM = ("0.32.0", "0.33.0")  # [lo, hi)
+
+SCHEDULER_CLS = "vllm_seed.scheduler.SeedScheduler"
+PROPOSER_CLS = "vllm_seed.proposer.SeedProposer"
+WORKER_CLS = {
+    "cpu": "vllm_seed.worker.SeedCPUWorker",
+    "gpu": "vllm_seed.worker.SeedGPUWorker",
+}
+
+
+def check_vllm_version(version: str | None = None) -> str:
+    """Fail fast outside the vLLM range this plugin was built against."""
+    from packaging.version import Version
+
+    if version is None:
+        import vllm
+
+        version = vllm.__version__
+    base = Version(Version(version).base_version)
+    lo, hi = (Version(v) for v in SUPPORTED_VLLM)
+    if not lo <= base < hi:
+        raise RuntimeError(
+            f"vllm-seed supports vLLM >={lo},<{hi}; found vLLM {version}. "
+            f"Install a supported version: pip install 'vllm>={lo},<{hi}'"
+        )
+    return version
+
+
+def platform_kind() -> str:
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "gpu"
+
+
+def engine_args_cls():
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs
+
+
+def scheduler_base():
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    return Scheduler
+
+
+def worker_bases():
+    """(CPU worker, GPU worker) base classes of this vLLM build."""
+    from vllm.v1.worker.gpu_worker import Worker
+
+    try:
+        from vllm.v1.worker.cpu_worker import CPUWorker
+    except ImportError:  # GPU-only builds
+        CPUWorker = Worker
+    return CPUWorker, Worker
+
+
+def set_runner_draft_probs(runner, probs, req_ids: list[str]) -> None:
+    """Hand draft probabilities q to the standard rejection sampler.
+
+    The V1 runner reads ``_draft_probs[row, :num_draft]`` for each request
+    with drafts, looking rows up by ``_draft_prob_req_ids``; it resets both
+    after sampling (gpu_model_runner.py, ``_get_spec_decode_draft_probs``).
+    """
+    runner._draft_probs = probs
+    runner._draft_prob_req_ids = req_ids

@@ -1,0 +1,118 @@
+"""SeedConfig: SEED's own knobs, one frozen dataclass validated when built.
+
+It travels to the engine core inside ``VllmConfig.additional_config["seed"]``
+as a plain dict (``to_dict`` / ``from_dict``), so it must stay JSON-simple.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+ADDITIONAL_CONFIG_KEY = "seed"
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    draft_model: str
+    """Path of the draft model directory (Hugging Face format, same tokenizer
+    as the target)."""
+
+    num_speculative_tokens: int
+    """Draft length L: draft tokens proposed per branch per round."""
+
+    num_drafters: int = 1
+    """Drafter actors. Each hosts one copy of the draft model and drafts the
+    branches assigned to it as one batch, in parallel with the others."""
+
+    max_wait_ms: float = 50.0
+    """When every running branch is waiting for its draft, the scheduler
+    blocks at most this long for the next draft before it re-checks new
+    arrivals (it never spins empty engine steps)."""
+
+    draft_timeout_s: float = 10.0
+    """A draft job older than this counts as hung: its branches fall back to
+    plain decoding."""
+
+    draft_threads: int = 1
+    """torch threads per drafter actor."""
+
+    k_config: tuple[int, ...] = field(default=())
+    """Token-tree shape (MCSD). Empty means a chain of
+    ``num_speculative_tokens``; only chains are supported in this release."""
+
+    def __post_init__(self) -> None:
+        _require_int("num_speculative_tokens", self.num_speculative_tokens, 1, 16)
+        _require_int("num_drafters", self.num_drafters, 1, max_drafters())
+        _require_int("draft_threads", self.draft_threads, 1, os.cpu_count() or 1)
+        _require_positive("max_wait_ms", self.max_wait_ms)
+        _require_positive("draft_timeout_s", self.draft_timeout_s)
+        if not isinstance(self.draft_model, str) or not self.draft_model:
+            raise ValueError(
+                f"seed config: draft_model={self.draft_model!r} must be a path; "
+                'pass it as --speculative-config \'{"model": "DRAFT_DIR", ...}\''
+            )
+        if not os.path.isfile(os.path.join(self.draft_model, "config.json")):
+            raise ValueError(
+                f"seed config: draft model directory {self.draft_model!r} has no "
+                "config.json; point speculative-config 'model' at a Hugging Face "
+                "model directory"
+            )
+        k_config = tuple(self.k_config)
+        object.__setattr__(self, "k_config", k_config)
+        if k_config and any(k != 1 for k in k_config):
+            raise ValueError(
+                f"seed config: k_config={list(k_config)} is a token tree; this "
+                "release verifies chains only (all ones, e.g. [1, 1, 1])"
+            )
+        if k_config and len(k_config) != self.num_speculative_tokens:
+            raise ValueError(
+                f"seed config: k_config={list(k_config)} has depth {len(k_config)} "
+                f"but num_speculative_tokens={self.num_speculative_tokens}; "
+                "make them equal or leave one out"
+            )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "k_config": list(self.k_config)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "SeedConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(
+                f"seed config: unknown key(s) {unknown}; valid keys are {sorted(known)}"
+            )
+        return cls(**raw)
+
+
+def parse_seed_config_json(text: str | None) -> dict:
+    """Parse the ``--seed-config`` JSON object (empty means defaults)."""
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--seed-config is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--seed-config must be a JSON object, got {text!r}")
+    return raw
+
+
+def max_drafters() -> int:
+    """Drafters beyond the core count only steal time from the target."""
+    return max(1, 2 * (os.cpu_count() or 1))
+
+
+def _require_int(name: str, value, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(
+            f"seed config: {name}={value!r} must be an integer in [{lo}, {hi}]"
+        )
+
+
+def _require_positive(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"seed config: {name}={value!r} must be a positive number")

@@ -1,0 +1,152 @@
+"""A small batched Llama forward for draft models, over per-branch KV slots.
+
+Hugging Face's ``generate`` keeps one cache per call; a drafter needs one KV
+cache per *branch* that persists across rounds (prefill only new tokens) and
+a forward that runs several branches of different lengths as one batch. This
+module does exactly that with the draft's own weights, in float32.
+Checked against ``transformers`` logits in tests/unit/test_draft_model.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class DraftLM:
+    """Llama-architecture causal LM with a slot-indexed KV store."""
+
+    def __init__(self, model_dir: str, max_len: int, slots: int = 8):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_dir)
+        if config.model_type != "llama":
+            raise ValueError(
+                f"draft model {model_dir!r} has model_type={config.model_type!r}; "
+                "the SEED drafter runs Llama-architecture drafts"
+            )
+        hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.vocab_size = config.vocab_size
+        self.max_len = min(max_len, config.max_position_embeddings)
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        self.eps = config.rms_norm_eps
+        self.weights = {k: v.detach() for k, v in hf.state_dict().items()}
+        if "lm_head.weight" not in self.weights:  # tied embeddings
+            self.weights["lm_head.weight"] = self.weights["model.embed_tokens.weight"]
+        self.num_layers = config.num_hidden_layers
+        self.inv_freq = _rope_inv_freq(config, self.head_dim)
+        self.k = self.v = None
+        self._alloc(slots)
+
+    def _alloc(self, slots: int) -> None:
+        # [layers, slots, kv_heads, max_len, head_dim]
+        shape = (self.num_layers, slots, self.num_kv_heads, self.max_len, self.head_dim)
+        k, v = torch.zeros(shape), torch.zeros(shape)
+        if self.k is not None:
+            k[:, : self.k.shape[1]] = self.k
+            v[:, : self.v.shape[1]] = self.v
+        self.k, self.v = k, v
+
+    @property
+    def num_slots(self) -> int:
+        return self.k.shape[1]
+
+    def grow(self, slots: int) -> None:
+        if slots > self.num_slots:
+            self._alloc(max(slots, 2 * self.num_slots))
+
+    @torch.inference_mode()
+    def forward(
+        self, slots: list[int], cached: list[int], new_tokens: list[list[int]]
+    ) -> torch.Tensor:
+        """Run ``new_tokens[b]`` after ``cached[b]`` tokens of slot ``slots[b]``.
+
+        Writes the new tokens' KV into the slots and returns the logits of the
+        last new token of each branch, [B, V].
+        """
+        batch = len(slots)
+        lens = torch.tensor([len(t) for t in new_tokens])
+        width = int(lens.max())
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        for b, toks in enumerate(new_tokens):
+            ids[b, : len(toks)] = torch.tensor(toks)
+        start = torch.tensor(cached)
+        pos = start[:, None] + torch.arange(width)[None, :]  # [B, T]
+        past = int(start.max())
+        mask = _attention_mask(start, lens, past, width)  # [B, 1, T, past + T]
+        cos, sin = _rope(self.inv_freq, pos)
+        slot_idx = torch.tensor(slots)
+        w = self.weights
+        x = w["model.embed_tokens.weight"][ids]  # [B, T, H]
+        for layer in range(self.num_layers):
+            x = x + self._attention(layer, x, cos, sin, mask, slot_idx, start, lens, past)
+            p = f"model.layers.{layer}."
+            h = _rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
+            gate = F.silu(h @ w[p + "mlp.gate_proj.weight"].T)
+            x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+        last = x[torch.arange(batch), lens - 1]  # [B, H]
+        last = _rms_norm(last, w["model.norm.weight"], self.eps)
+        return last @ w["lm_head.weight"].T
+
+    def _attention(self, layer, x, cos, sin, mask, slot_idx, start, lens, past):
+        p = f"model.layers.{layer}."
+        w = self.weights
+        batch, width, _ = x.shape
+        h = _rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(batch, width, -1, self.head_dim)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(batch, width, -1, self.head_dim)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(batch, width, -1, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        keys = torch.cat([self.k[layer, slot_idx, :, :past], k], dim=2)
+        values = torch.cat([self.v[layer, slot_idx, :, :past], v], dim=2)
+        for b in range(batch):  # keep the new tokens' KV for the next round
+            s, n = int(start[b]), int(lens[b])
+            self.k[layer, slot_idx[b], :, s : s + n] = k[b, :, :n]
+            self.v[layer, slot_idx[b], :, s : s + n] = v[b, :, :n]
+        repeat = self.num_heads // self.num_kv_heads
+        if repeat > 1:
+            keys = keys.repeat_interleave(repeat, dim=1)
+            values = values.repeat_interleave(repeat, dim=1)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.transpose(1, 2).reshape(batch, width, -1)
+        return out @ w[p + "self_attn.o_proj.weight"].T
+
+
+def _attention_mask(start, lens, past: int, width: int) -> torch.Tensor:
+    # Keys are [slot cache padded to `past` | new tokens]. Branch b sees its
+    # first start[b] cached keys and the new keys up to its own position.
+    cache_ok = torch.arange(past)[None, :] < start[:, None]  # [B, past]
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool))  # [T, T]
+    new_ok = causal[None] & (torch.arange(width)[None, None, :] < lens[:, None, None])
+    cache_ok = cache_ok[:, None, :].expand(-1, width, -1)
+    return torch.cat([cache_ok, new_ok], dim=2)[:, None]  # [B, 1, T, past + T]
+
+
+def _rope_inv_freq(config, head_dim: int) -> torch.Tensor:
+    params = getattr(config, "rope_parameters", None) or {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type != "default":
+        raise ValueError(f"draft model rope_type={rope_type!r} is not supported")
+    theta = params.get("rope_theta") or getattr(config, "rope_theta", 10000.0)
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def _rope(inv_freq, pos):
+    freqs = pos[..., None].float() * inv_freq  # [B, T, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, T, D]
+    return emb.cos(), emb.sin()
+
+
+def _apply_rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def _rms_norm(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight

@@ -1,0 +1,105 @@
+"""The only Ray file: drafter actors, job submission, completion-order results.
+
+Submit all work, then ``ray.wait``: results are admitted in the order the
+drafters finished (each ``DraftBatch`` carries its monotonic finish time),
+which IS the FCFS order of SEED's verify queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from vllm_seed.config import SeedConfig
+from vllm_seed.messages import DraftBatch, DraftJob
+
+logger = logging.getLogger(__name__)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError(
+            "vllm-seed hosts its drafters in Ray actors, but Ray is not "
+            f"importable ({e}). Install it: pip install 'ray>=2.40'"
+        ) from None
+    return ray
+
+
+class DrafterPool:
+    def __init__(self, config: SeedConfig, max_len: int):
+        ray = self.ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(
+                    num_cpus=config.num_drafters,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    namespace="vllm-seed",
+                )
+            except Exception as e:
+                raise RuntimeError(
+                    f"vllm-seed could not start Ray ({type(e).__name__}: {e}); "
+                    "check `ray start --head` works on this machine"
+                ) from e
+            self._owns_ray = True
+        else:
+            self._owns_ray = False
+        from vllm_seed.drafter import Drafter
+
+        remote = ray.remote(num_cpus=1)(Drafter)
+        self.actors = [
+            remote.remote(config.draft_model, max_len, i, config.draft_threads)
+            for i in range(config.num_drafters)
+        ]
+        self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors])[0]
+        self.in_flight: dict = {}  # ObjectRef -> (drafter, submitted_at, req_ids)
+
+    @property
+    def num_drafters(self) -> int:
+        return len(self.actors)
+
+    def submit(self, drafter: int, jobs: list[DraftJob]) -> None:
+        ref = self.actors[drafter].draft.remote(jobs)
+        self.in_flight[ref] = (drafter, time.monotonic(), [j.req_id for j in jobs])
+
+    def free(self, drafter: int, req_ids: list[str]) -> None:
+        self.actors[drafter].free.remote(req_ids)
+
+    def poll(
+        self, timeout_s: float, job_timeout_s: float = float("inf")
+    ) -> tuple[list[DraftBatch], list[tuple[int, list[str]]]]:
+        """Finished batches in completion order, and (drafter, req_ids) of
+        failed jobs: raised, actor died, or older than ``job_timeout_s``."""
+        if not self.in_flight:
+            return [], []
+        refs = list(self.in_flight)
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:  # take everything else already done too
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        batches, failed = [], []
+        now = time.monotonic()
+        for ref in set(refs) - set(ready):
+            drafter, submitted_at, req_ids = self.in_flight[ref]
+            if now - submitted_at > job_timeout_s:  # hung: give up on it
+                del self.in_flight[ref]
+                logger.warning("SEED drafter %d timed out after %.1fs", drafter, now - submitted_at)
+                failed.append((drafter, req_ids))
+        for ref in ready:
+            drafter, _, req_ids = self.in_flight.pop(ref)
+            try:
+                batches.append(self.ray.get(ref))
+            except Exception as e:  # a crashed drafter degrades, never fails requests
+                logger.warning("SEED drafter %d failed: %s", drafter, e)
+                failed.append((drafter, req_ids))
+        batches.sort(key=lambda b: b.finished_at)
+        return batches, failed
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()

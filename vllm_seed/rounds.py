@@ -1,0 +1,160 @@
+"""SEED's round policy: which branch drafts where, what is verified, what waits.
+
+Vocabulary (used everywhere in vllm-seed):
+
+- **branch**: one running request; ToT siblings (the n thoughts of a node, or
+  its n evaluations) are branches that share a ``seed_group`` tag.
+- **drafter**: a small draft model in its own Ray actor. Each branch is
+  assigned to one drafter for life; a group's branches share a drafter, so
+  they are drafted together as one batch.
+- **draft**: the L tokens (and, when sampled, their draft distributions q) a
+  drafter proposes for one branch. It is valid only for the context length it
+  was drafted from.
+- **round**: one draft-then-verify cycle of a branch.
+- **verify queue**: ready drafts in the order their drafters finished (FCFS).
+  Every target step verifies the drafts queued so far, in queue order, under
+  vLLM's token budget, so drafting of some branches overlaps the target's
+  verification of others.
+- **held back**: a decoding branch whose draft is not ready is left out of the
+  target step (it keeps its KV blocks) instead of decoding one plain token.
+- **accepted / recovered / bonus tokens**: as in vLLM's rejection sampler:
+  accepted draft tokens, the token sampled from the residual at the first
+  rejection, and the extra target token when all L are accepted.
+
+This module is pure Python: no vLLM, no torch, no Ray; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from vllm_seed.messages import Draft, DraftBatch
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # decoding, no draft asked for yet
+    DRAFTING = "drafting"  # a draft job is in flight: held back
+    READY = "ready"  # its draft is in the verify queue
+    VERIFYING = "verifying"  # scheduled in the current target step
+    PLAIN = "plain"  # decodes one plain token this step (its draft failed)
+    OFF = "off"  # never speculates (e.g. longer than the draft's context)
+
+
+@dataclass
+class Branch:
+    drafter: int
+    group: str | None = None
+    state: State = State.IDLE
+
+
+@dataclass
+class RoundStats:
+    drafts_verified: int = 0
+    target_steps_with_drafts: int = 0
+    held_back_steps: int = 0
+    plain_fallbacks: int = 0
+    queue_wait_s: float = 0.0
+    drafter_busy_s: dict[int, float] = field(default_factory=dict)
+
+
+class SeedRounds:
+    def __init__(self, num_drafters: int, clock=time.monotonic):
+        self.num_drafters = num_drafters
+        self.clock = clock
+        self.branches: dict[str, Branch] = {}
+        self.group_drafter: dict[str, int] = {}
+        self.verify_queue: OrderedDict[str, tuple[Draft, float]] = OrderedDict()
+        self.stats = RoundStats()
+
+    def add(self, req_id: str, group: str | None, speculate: bool = True) -> Branch:
+        if group is not None and group in self.group_drafter:
+            drafter = self.group_drafter[group]
+        else:
+            drafter = self._least_loaded()
+            if group is not None:
+                self.group_drafter[group] = drafter
+        branch = Branch(drafter, group, State.IDLE if speculate else State.OFF)
+        self.branches[req_id] = branch
+        return branch
+
+    def remove(self, req_id: str) -> Branch | None:
+        self.verify_queue.pop(req_id, None)
+        branch = self.branches.pop(req_id, None)
+        if branch is not None and branch.group is not None:
+            if not any(b.group == branch.group for b in self.branches.values()):
+                del self.group_drafter[branch.group]
+        return branch
+
+    def to_dispatch(self, req_ids) -> dict[int, list[str]]:
+        """Idle branches among ``req_ids``, grouped by drafter; now DRAFTING."""
+        jobs: dict[int, list[str]] = {}
+        for req_id in req_ids:
+            branch = self.branches.get(req_id)
+            if branch is not None and branch.state is State.IDLE:
+                branch.state = State.DRAFTING
+                jobs.setdefault(branch.drafter, []).append(req_id)
+        return jobs
+
+    def admit(self, batches: list[DraftBatch]) -> None:
+        """Finished drafts enter the verify queue in completion order."""
+        now = self.clock()
+        for batch in sorted(batches, key=lambda b: b.finished_at):
+            busy = self.stats.drafter_busy_s
+            busy[batch.drafter] = busy.get(batch.drafter, 0.0) + batch.busy_s
+            for draft in batch.drafts:
+                branch = self.branches.get(draft.req_id)
+                if branch is not None and branch.state is State.DRAFTING:
+                    branch.state = State.READY
+                    self.verify_queue[draft.req_id] = (draft, now)
+
+    def fail(self, req_ids) -> None:
+        """Drafts that will never come: those branches decode plainly this step."""
+        for req_id in req_ids:
+            branch = self.branches.get(req_id)
+            if branch is not None and branch.state is State.DRAFTING:
+                branch.state = State.PLAIN
+                self.stats.plain_fallbacks += 1
+
+    def plan(self, decoding: list[str]) -> tuple[list[str], list[str]]:
+        """(branches to verify, in FCFS order; branches to hold back)."""
+        wanted = set(decoding)
+        verify = [r for r in self.verify_queue if r in wanted]
+        held = [
+            r for r in decoding
+            if r in self.branches and self.branches[r].state is State.DRAFTING
+        ]
+        return verify, held
+
+    def take(self, req_id: str) -> Draft:
+        """Pop a ready draft for the target step being built."""
+        draft, queued_at = self.verify_queue.pop(req_id)
+        self.stats.queue_wait_s += self.clock() - queued_at
+        self.branches[req_id].state = State.VERIFYING
+        return draft
+
+    def requeue(self, req_id: str, draft: Draft) -> None:
+        """A taken draft the target step had no room for goes back to the front."""
+        self.branches[req_id].state = State.READY
+        self.verify_queue[req_id] = (draft, self.clock())
+        self.verify_queue.move_to_end(req_id, last=False)
+
+    def drop(self, req_id: str) -> None:
+        """A draft that no longer matches its branch: draft again."""
+        self.verify_queue.pop(req_id, None)
+        self.branches[req_id].state = State.IDLE
+
+    def step_done(self, req_ids) -> None:
+        """The target step ran: verified and plain branches are idle again."""
+        for req_id in req_ids:
+            branch = self.branches.get(req_id)
+            if branch is not None and branch.state in (State.VERIFYING, State.PLAIN):
+                branch.state = State.IDLE
+
+    def _least_loaded(self) -> int:
+        load = [0] * self.num_drafters
+        for branch in self.branches.values():
+            load[branch.drafter] += 1
+        return load.index(min(load))

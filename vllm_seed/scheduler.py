@@ -1,0 +1,171 @@
+"""SeedScheduler: vLLM's scheduler with SEED rounds (see rounds.py).
+
+Each engine step: admit finished drafts to the verify queue (FCFS), give the
+verify-queue branches their draft tokens, hold back branches still drafting,
+and let vLLM's scheduler build the batch (prefills, plain decodes, and the
+drafts to verify) under its token budget. After the step, verified branches
+are sent straight back to their drafters. When every branch is waiting for a
+draft, it blocks on the next one instead of spinning empty steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from vllm_seed import _vllm_compat
+from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
+from vllm_seed.drafter_pool import DrafterPool
+from vllm_seed.messages import DraftJob
+from vllm_seed.rounds import SeedRounds, State
+
+_SAMPLING_EPS = 1e-5  # vLLM treats temperature below this as greedy
+
+Scheduler = _vllm_compat.scheduler_base()
+
+
+class SeedScheduler(Scheduler):
+    def __init__(self, vllm_config, *args, **kwargs):
+        super().__init__(vllm_config, *args, **kwargs)
+        self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
+        self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
+        self.rounds = SeedRounds(self.seed_config.num_drafters)
+        self.pool = self._make_pool(vllm_config)
+
+    def _make_pool(self, vllm_config) -> DrafterPool:
+        pool = DrafterPool(self.seed_config, self.draft_max_len)
+        target_vocab = vllm_config.model_config.get_vocab_size()
+        if pool.vocab_size != target_vocab:
+            pool.shutdown()
+            raise ValueError(
+                f"SEED draft model {self.seed_config.draft_model!r} has vocab size "
+                f"{pool.vocab_size} but the target has {target_vocab}; the draft must "
+                "share the target's tokenizer and vocabulary"
+            )
+        return pool
+
+    def schedule(self, *args, **kwargs):
+        self._sync_branches()
+        self._admit(timeout_s=0)
+        decoding = [r.request_id for r in self.running if self._is_decoding(r)]
+        self._dispatch(decoding)
+        verify, held = self.rounds.plan(decoding)
+        if held and len(held) == len(self.running) and not self._can_admit():
+            # Nothing to run but drafts in flight: wait for the first one.
+            self._admit(timeout_s=self.seed_config.max_wait_ms / 1000)
+            verify, held = self.rounds.plan(decoding)
+        drafts = self._inject(verify, held)
+        out = self._schedule_without(held, verify, *args, **kwargs)
+        self._requeue_unscheduled(out, drafts)
+        out.seed_draft_probs = {
+            rid: drafts[rid].probs[: len(toks)]
+            for rid, toks in out.scheduled_spec_decode_tokens.items()
+            if rid in drafts and drafts[rid].probs is not None
+        }
+        stats = self.rounds.stats
+        stats.held_back_steps += len(held)
+        if out.scheduled_spec_decode_tokens:
+            stats.target_steps_with_drafts += 1
+            stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
+        return out
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        self.rounds.step_done(scheduler_output.num_scheduled_tokens)
+        self._sync_branches()
+        # Re-draft verified branches now: drafting overlaps the next target step.
+        self._dispatch([
+            rid for rid in scheduler_output.num_scheduled_tokens
+            if rid in self.requests and self._is_decoding(self.requests[rid])
+        ])
+        return outputs
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+        super().shutdown()
+
+    def _inject(self, verify: list[str], held: list[str]) -> dict:
+        drafts = {}
+        for rid in verify:
+            draft = self.rounds.take(rid)
+            request = self.requests[rid]
+            if draft.num_context != request.num_tokens:  # stale: draft again
+                self.rounds.drop(rid)
+                self._dispatch([rid])
+                held.append(rid)
+                continue
+            request.spec_token_ids = list(draft.token_ids)
+            drafts[rid] = draft
+        return drafts
+
+    def _schedule_without(self, held: list[str], verify: list[str], *args, **kwargs):
+        held_set = set(held)
+        held_reqs = [r for r in self.running if r.request_id in held_set]
+        order = {rid: i for i, rid in enumerate(verify)}
+        kept = [r for r in self.running if r.request_id not in held_set]
+        kept.sort(key=lambda r: order.get(r.request_id, len(order)))  # FCFS first
+        self.running = kept
+        # Held branches still occupy sequence slots: keep max_num_seqs honest.
+        self.max_num_running_reqs -= len(held_reqs)
+        self.max_num_active_reqs -= len(held_reqs)
+        try:
+            return super().schedule(*args, **kwargs)
+        finally:
+            self.max_num_running_reqs += len(held_reqs)
+            self.max_num_active_reqs += len(held_reqs)
+            self.running = self.running + held_reqs
+
+    def _requeue_unscheduled(self, out, drafts: dict) -> None:
+        for rid in reversed(list(drafts)):
+            if rid not in out.scheduled_spec_decode_tokens:
+                self.requests[rid].spec_token_ids = []
+                self.rounds.requeue(rid, drafts[rid])
+
+    def _admit(self, timeout_s: float) -> None:
+        batches, failed = self.pool.poll(timeout_s, self.seed_config.draft_timeout_s)
+        self.rounds.admit(batches)
+        for _, req_ids in failed:
+            self.rounds.fail(req_ids)
+
+    def _dispatch(self, req_ids: list[str]) -> None:
+        k = self.seed_config.num_speculative_tokens
+        for rid in req_ids:
+            branch = self.rounds.branches.get(rid)
+            if branch is not None and self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
+                branch.state = State.OFF  # beyond the draft's context: plain decoding
+        for drafter, rids in self.rounds.to_dispatch(req_ids).items():
+            self.pool.submit(drafter, [self._job(self.requests[rid]) for rid in rids])
+
+    def _job(self, request) -> DraftJob:
+        params = request.sampling_params
+        temperature = params.temperature if params.temperature >= _SAMPLING_EPS else 0.0
+        return DraftJob(
+            request.request_id, list(request.all_token_ids),
+            self.seed_config.num_speculative_tokens, temperature, params.seed,
+        )
+
+    def _sync_branches(self) -> None:
+        gone: dict[int, list[str]] = {}
+        for rid in list(self.rounds.branches):
+            request = self.requests.get(rid)
+            if request is None or request.is_finished():
+                gone.setdefault(self.rounds.remove(rid).drafter, []).append(rid)
+        for drafter, rids in gone.items():
+            self.pool.free(drafter, rids)
+        for request in self.running:
+            if request.request_id not in self.rounds.branches:
+                extra = request.sampling_params.extra_args or {}
+                group = extra.get("seed_group")
+                self.rounds.add(request.request_id, None if group is None else str(group))
+
+    def _can_admit(self) -> bool:
+        return bool(self.waiting) and len(self.running) < self.max_num_running_reqs
+
+    @staticmethod
+    def _is_decoding(request) -> bool:
+        return not request.is_finished() and request.num_computed_tokens == request.num_tokens - 1
+
+
+def _max_positions(model_dir: str) -> int:
+    with open(os.path.join(model_dir, "config.json")) as f:
+        return int(json.load(f).get("max_position_embeddings", 2048))

@@ -1,0 +1,56 @@
+"""Worker side of SEED: draft probabilities q into vLLM's rejection sampler.
+
+The scheduler ships each verified branch's q as
+``SchedulerOutput.seed_draft_probs = {req_id: ndarray [n, V]}``; this worker
+stacks them into the runner's draft-probability slot before the step, so the
+standard rejection sampler accepts x with probability min(1, p(x)/q(x)) and
+samples the recovered token from norm(max(0, p - q)). Greedy-drafted rows
+get one-hot q (the runner needs a row for every request with drafts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vllm_seed import _vllm_compat
+
+
+class SeedWorkerMixin:
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        probs = getattr(scheduler_output, "seed_draft_probs", None)
+        if probs:
+            req_ids, stacked = stack_draft_probs(
+                scheduler_output.scheduled_spec_decode_tokens, probs
+            )
+            runner = self.model_runner
+            _vllm_compat.set_runner_draft_probs(runner, stacked.to(runner.device), req_ids)
+        return super().execute_model(scheduler_output, *args, **kwargs)
+
+
+def stack_draft_probs(
+    spec_tokens: dict[str, list[int]], probs: dict[str, np.ndarray]
+) -> tuple[list[str], torch.Tensor]:
+    """[R, K, V] draft probabilities for every request with draft tokens."""
+    req_ids = list(spec_tokens)
+    vocab = next(iter(probs.values())).shape[-1]
+    width = max(len(t) for t in spec_tokens.values())
+    out = torch.zeros(len(req_ids), width, vocab, dtype=torch.float32)
+    for row, rid in enumerate(req_ids):
+        tokens = spec_tokens[rid]
+        if rid in probs:
+            out[row, : len(tokens)] = torch.from_numpy(probs[rid][: len(tokens)])
+        else:  # greedy draft: q is one-hot on the drafted token
+            out[row, torch.arange(len(tokens)), torch.tensor(tokens)] = 1.0
+    return req_ids, out
+
+
+_CPUWorker, _GPUWorker = _vllm_compat.worker_bases()
+
+
+class SeedCPUWorker(SeedWorkerMixin, _CPUWorker):
+    pass
+
+
+class SeedGPUWorker(SeedWorkerMixin, _GPUWorker):
+    pass
