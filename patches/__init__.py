@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 
 from . import cpu_expand_kernel
 
@@ -18,14 +19,19 @@ from . import cpu_expand_kernel
 # patch (vllm_dist_alias) is not here: it must act before any plugin loads.
 RUNTIME_PATCHES = (cpu_expand_kernel,)
 
+# Comma-separated short names to skip, e.g. "cpu_expand_kernel": for the
+# tests that prove a patch is needed, never for users.
+DISABLE_ENV = "VLLM_SEED_DISABLE_PATCHES"
+
 _applied: set[str] = set()
 
 
 def apply_all() -> list[str]:
     """Apply each runtime patch once per process; return the names applied now."""
+    disabled = set(filter(None, os.environ.get(DISABLE_ENV, "").split(",")))
     newly = []
     for patch in RUNTIME_PATCHES:
-        if patch.__name__ in _applied:
+        if patch.__name__ in _applied or patch.__name__.rsplit(".", 1)[-1] in disabled:
             continue
         if patch.apply():
             newly.append(patch.__name__)

@@ -116,8 +116,10 @@ class SeedScheduler(Scheduler):
             self.running = self.running + held_reqs
 
     def _requeue_unscheduled(self, out, drafts: dict) -> None:
+        # A branch scheduled with a trimmed draft is verified as far as it
+        # fits; one not scheduled at all keeps its draft at the queue head.
         for rid in reversed(list(drafts)):
-            if rid not in out.scheduled_spec_decode_tokens:
+            if rid not in out.num_scheduled_tokens:
                 self.requests[rid].spec_token_ids = []
                 self.rounds.requeue(rid, drafts[rid])
 

@@ -1,0 +1,87 @@
+"""SeedConfig and the --speculative-plugin mapping: bad values are named."""
+
+import argparse
+
+import pytest
+
+from vllm_seed.cli import apply_to_engine_args, seed_engine_overrides
+from vllm_seed.config import SeedConfig, parse_seed_config_json
+
+
+def config(draft, **kw):
+    return SeedConfig.from_dict({"draft_model": draft, "num_speculative_tokens": 3, **kw})
+
+
+def test_defaults_round_trip(random_llama_dir):
+    c = config(random_llama_dir)
+    assert c.num_drafters == 1
+    assert SeedConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"num_drafters": 0}, "num_drafters=0 must be an integer in [1,"),
+        ({"num_drafters": 10_000}, "num_drafters=10000 must be an integer in [1,"),
+        ({"num_drafters": "2"}, "num_drafters='2'"),
+        ({"num_speculative_tokens": 0}, "num_speculative_tokens=0"),
+        ({"max_wait_ms": -1}, "max_wait_ms=-1 must be a positive number"),
+        ({"k_config": [2, 2, 1]}, "k_config=[2, 2, 1] is a token tree"),
+        ({"k_config": [1, 1]}, "k_config=[1, 1] has depth 2 but num_speculative_tokens=3"),
+        ({"bogus": 1}, "unknown key(s) ['bogus']"),
+    ],
+)
+def test_bad_values_are_named(random_llama_dir, kw, message):
+    with pytest.raises(ValueError) as e:
+        config(random_llama_dir, **kw)
+    assert message in str(e.value)
+
+
+def test_missing_draft_dir_is_named(tmp_path):
+    with pytest.raises(ValueError, match=f"draft model directory '{tmp_path}' has no config.json"):
+        config(str(tmp_path))
+
+
+def test_seed_config_json_errors():
+    assert parse_seed_config_json(None) == {}
+    with pytest.raises(ValueError, match="--seed-config is not valid JSON"):
+        parse_seed_config_json("{num_drafters: 2}")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        parse_seed_config_json("[1]")
+
+
+def test_overrides_map_onto_vllm_seams(random_llama_dir):
+    out = seed_engine_overrides({"model": random_llama_dir, "num_speculative_tokens": 4}, {"num_drafters": 2})
+    assert out["speculative_config"] == {
+        "method": "custom_class",
+        "model": "vllm_seed.proposer.SeedProposer",
+        "num_speculative_tokens": 4,
+    }
+    assert out["scheduler_cls"] == "vllm_seed.scheduler.SeedScheduler"
+    assert out["worker_cls"] == "vllm_seed.worker.SeedCPUWorker"
+    assert out["additional_config"]["seed"]["num_drafters"] == 2
+    assert out["additional_config"]["seed"]["draft_model"] == random_llama_dir
+
+
+def test_overrides_need_a_draft_and_reject_foreign_keys(random_llama_dir):
+    with pytest.raises(ValueError, match="needs the draft model"):
+        seed_engine_overrides({"num_speculative_tokens": 3}, {})
+    with pytest.raises(ValueError, match=r"unsupported speculative-config key\(s\) \['prompt_lookup_max'\]"):
+        seed_engine_overrides({"model": random_llama_dir, "num_speculative_tokens": 3, "prompt_lookup_max": 2}, {})
+
+
+def test_cli_flag_rewrites_engine_args(random_llama_dir):
+    engine_args = argparse.Namespace(
+        speculative_config={"model": random_llama_dir, "num_speculative_tokens": 3},
+        additional_config={"other": 1}, scheduler_cls=None, worker_cls="auto",
+    )
+    args = argparse.Namespace(speculative_plugin="seed", seed_config='{"num_drafters": 2}')
+    apply_to_engine_args(engine_args, args)
+    assert engine_args.scheduler_cls == "vllm_seed.scheduler.SeedScheduler"
+    assert engine_args.additional_config["other"] == 1
+    assert engine_args.additional_config["seed"]["num_drafters"] == 2
+
+
+def test_seed_config_without_plugin_is_an_error():
+    with pytest.raises(ValueError, match="--seed-config needs --speculative-plugin seed"):
+        apply_to_engine_args(argparse.Namespace(), argparse.Namespace(speculative_plugin=None, seed_config="{}"))

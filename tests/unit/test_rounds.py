@@ -1,0 +1,105 @@
+"""SeedRounds policy with fake drafter results and a fake clock."""
+
+from vllm_seed.messages import Draft, DraftBatch
+from vllm_seed.rounds import SeedRounds, State
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def batch(drafter, req_ids, finished_at, n_ctx=5):
+    return DraftBatch(drafter, [Draft(r, n_ctx, [1, 2, 3], None) for r in req_ids], finished_at, 0.01)
+
+
+def test_siblings_share_a_drafter_and_groups_spread_over_drafters():
+    rounds = SeedRounds(num_drafters=2)
+    for r in ("a0", "a1", "a2"):
+        rounds.add(r, group="A")
+    rounds.add("b0", group="B")
+    rounds.add("untagged", group=None)
+    assert [rounds.branches[r].drafter for r in ("a0", "a1", "a2")] == [0, 0, 0]
+    assert rounds.branches["b0"].drafter == 1
+    assert rounds.branches["untagged"].drafter == 1  # least loaded
+    assert rounds.to_dispatch(["a0", "a1", "b0", "untagged"]) == {0: ["a0", "a1"], 1: ["b0", "untagged"]}
+    assert rounds.to_dispatch(["a0"]) == {}  # already drafting
+
+
+def test_group_mapping_is_dropped_with_its_last_branch():
+    rounds = SeedRounds(num_drafters=2)
+    rounds.add("a0", group="A")
+    rounds.add("a1", group="A")
+    rounds.remove("a0")
+    assert rounds.group_drafter == {"A": 0}
+    rounds.remove("a1")
+    assert rounds.group_drafter == {}
+
+
+def test_verify_queue_is_fcfs_by_drafter_finish_time_and_holds_the_rest():
+    clock = Clock()
+    rounds = SeedRounds(num_drafters=3, clock=clock)
+    for r in ("x", "y", "z"):
+        rounds.add(r, group=r)
+    rounds.to_dispatch(["x", "y", "z"])
+    # y's drafter finished first although its result is listed last.
+    rounds.admit([batch(0, ["x"], finished_at=2.0), batch(1, ["y"], finished_at=1.0)])
+    verify, held = rounds.plan(["x", "y", "z"])
+    assert verify == ["y", "x"]
+    assert held == ["z"]
+    clock.t = 0.5
+    assert rounds.take("y").req_id == "y"
+    assert rounds.branches["y"].state is State.VERIFYING
+    assert rounds.stats.queue_wait_s == 0.5
+
+
+def test_step_done_makes_verified_branches_idle_for_the_next_round():
+    rounds = SeedRounds(num_drafters=1)
+    rounds.add("x", None)
+    rounds.to_dispatch(["x"])
+    rounds.admit([batch(0, ["x"], 1.0)])
+    rounds.take("x")
+    rounds.step_done(["x"])
+    assert rounds.branches["x"].state is State.IDLE
+    assert rounds.to_dispatch(["x"]) == {0: ["x"]}
+
+
+def test_requeued_draft_goes_to_the_front():
+    rounds = SeedRounds(num_drafters=1)
+    for r in ("x", "y"):
+        rounds.add(r, None)
+    rounds.to_dispatch(["x", "y"])
+    rounds.admit([batch(0, ["x", "y"], 1.0)])
+    draft = rounds.take("y")
+    rounds.requeue("y", draft)
+    assert list(rounds.verify_queue) == ["y", "x"]
+    assert rounds.branches["y"].state is State.READY
+
+
+def test_failed_draft_falls_back_to_one_plain_step_then_drafts_again():
+    rounds = SeedRounds(num_drafters=1)
+    rounds.add("x", None)
+    rounds.to_dispatch(["x"])
+    rounds.fail(["x"])
+    verify, held = rounds.plan(["x"])
+    assert (verify, held) == ([], [])  # scheduled plainly, not held
+    assert rounds.stats.plain_fallbacks == 1
+    rounds.step_done(["x"])
+    assert rounds.to_dispatch(["x"]) == {0: ["x"]}
+
+
+def test_late_result_for_a_branch_not_drafting_is_ignored():
+    rounds = SeedRounds(num_drafters=1)
+    rounds.add("x", None)
+    rounds.admit([batch(0, ["x", "gone"], 1.0)])
+    assert not rounds.verify_queue
+
+
+def test_off_branches_never_draft():
+    rounds = SeedRounds(num_drafters=1)
+    rounds.add("x", None, speculate=False)
+    assert rounds.to_dispatch(["x"]) == {}
+    assert rounds.plan(["x"]) == ([], [])

@@ -1,0 +1,178 @@
+"""SeedScheduler glue on a real vLLM Scheduler, with a fake drafter pool."""
+
+import numpy as np
+import pytest
+import torch
+
+from vllm_seed.messages import Draft, DraftBatch
+
+BLOCK = 16
+
+
+class FakePool:
+    def __init__(self):
+        self.jobs, self.ready, self.failed, self.freed, self.timeouts = [], [], [], [], []
+
+    def submit(self, drafter, jobs):
+        self.jobs.append((drafter, jobs))
+
+    def poll(self, timeout_s, job_timeout_s=None):
+        self.timeouts.append(timeout_s)
+        ready, failed = self.ready, self.failed
+        self.ready, self.failed = [], []
+        return sorted(ready, key=lambda b: b.finished_at), failed
+
+    def free(self, drafter, req_ids):
+        self.freed.extend(req_ids)
+
+    def shutdown(self):
+        pass
+
+
+def make_scheduler(model_dir, max_num_seqs=8, budget=256):
+    import vllm_seed
+    from vllm.config import CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig, SpeculativeConfig, VllmConfig
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    from vllm_seed.scheduler import SeedScheduler
+
+    kw = vllm_seed.seed_llm_kwargs(model_dir, 3, num_drafters=2)
+    model = ModelConfig(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=256)
+    config = VllmConfig(
+        model_config=model,
+        scheduler_config=SchedulerConfig(
+            max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, max_model_len=256,
+            is_encoder_decoder=False,
+        ),
+        cache_config=CacheConfig(block_size=BLOCK, cache_dtype="auto"),
+        speculative_config=SpeculativeConfig(
+            **kw["speculative_config"], target_model_config=model, target_parallel_config=ParallelConfig()
+        ),
+        additional_config=kw["additional_config"],
+    )
+    config.cache_config.num_gpu_blocks = 256
+    spec = FullAttentionSpec(block_size=BLOCK, num_kv_heads=1, head_size=16, dtype=torch.float32)
+    kv = KVCacheConfig(num_blocks=256, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["l"], spec)])
+
+    class TestScheduler(SeedScheduler):
+        def _make_pool(self, vllm_config):
+            return FakePool()
+
+    return TestScheduler(config, kv, structured_output_manager=StructuredOutputManager(config), block_size=BLOCK, log_stats=True)
+
+
+def add(sched, rid, group=None, temperature=0.0, prompt=(1, 2, 3)):
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.request import Request
+
+    params = SamplingParams(max_tokens=50, temperature=temperature, extra_args={"seed_group": group} if group else None)
+    sched.add_request(Request(rid, list(prompt), params, None))
+
+
+def step(sched, sampled: dict):
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    out = sched.schedule()
+    ids = list(out.num_scheduled_tokens)
+    result = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
+                               sampled_token_ids=[sampled.get(r, [7]) for r in ids])
+    sched.update_from_output(out, result)
+    return out
+
+
+def finish(pool, drafter, req_ids, at, probs=None):
+    drafts = []
+    for _, jobs in pool.jobs:
+        for job in jobs:
+            if job.req_id in req_ids:
+                q = None if probs is None else probs
+                drafts.append(Draft(job.req_id, len(job.token_ids), [11, 12, 13], q))
+    pool.ready.append(DraftBatch(drafter, drafts, at, 0.001))
+
+
+@pytest.fixture
+def sched(random_llama_dir):
+    return make_scheduler(random_llama_dir)
+
+
+def test_round_holds_back_verifies_fcfs_and_rolls_back(sched):
+    pool = sched.pool
+    for rid, group in (("a", "g1"), ("b", "g1"), ("c", "g2")):
+        add(sched, rid, group)
+    out = step(sched, {})  # prefill: every branch samples one token
+    assert out.num_scheduled_tokens == {"a": 3, "b": 3, "c": 3}
+    # Verified-or-prefilled branches go straight to their drafters, siblings together.
+    assert [(d, [j.req_id for j in jobs]) for d, jobs in pool.jobs] == [(0, ["a", "b"]), (1, ["c"])]
+    assert pool.jobs[0][1][0].token_ids == [1, 2, 3, 7]
+
+    out = step(sched, {})  # nothing drafted yet: all held, and it blocked instead of spinning
+    assert out.num_scheduled_tokens == {}
+    assert pool.timeouts[-1] == pytest.approx(0.05)
+    assert sched.rounds.stats.held_back_steps == 3
+
+    finish(pool, 1, ["c"], at=2.0)
+    finish(pool, 0, ["a", "b"], at=1.0)  # drafter 0 finished first: verified first
+    out = step(sched, {"a": [11, 99], "b": [11, 12, 13, 14], "c": [98]})
+    assert list(out.scheduled_spec_decode_tokens) == ["a", "b", "c"]
+    assert out.num_scheduled_tokens == {"a": 4, "b": 4, "c": 4}
+    # Rejected draft tokens are rolled back: computed = context - 1 again.
+    for rid, n_out in (("a", 3), ("b", 5), ("c", 2)):
+        req = sched.requests[rid]
+        assert req.num_tokens == 3 + n_out
+        assert req.num_computed_tokens == req.num_tokens - 1
+    assert list(sched.requests["b"].output_token_ids) == [7, 11, 12, 13, 14]
+    # And every branch was re-drafted with its new context at once.
+    assert [j.token_ids for j in pool.jobs[-2][1]] == [[1, 2, 3, 7, 11, 99], [1, 2, 3, 7, 11, 12, 13, 14]]
+
+
+def test_held_branches_count_against_max_num_seqs(random_llama_dir):
+    sched = make_scheduler(random_llama_dir, max_num_seqs=3)
+    for rid in ("a", "b"):
+        add(sched, rid)
+    step(sched, {})
+    for rid in ("c", "d", "e"):
+        add(sched, rid)
+    out = step(sched, {})  # a, b held; only one new request may be admitted
+    assert list(out.num_scheduled_tokens) == ["c"]
+    assert len(sched.running) == 3
+
+
+def test_token_budget_takes_the_queue_head_and_requeues_the_rest(random_llama_dir):
+    sched = make_scheduler(random_llama_dir, budget=24)
+    for rid in ("a", "b"):
+        add(sched, rid, prompt=tuple(range(1, 11)))
+    step(sched, {})
+    step(sched, {})
+    finish(sched.pool, 0, ["b"], at=1.0)
+    finish(sched.pool, 1, ["a"], at=2.0)
+    sched.max_num_scheduled_tokens = 4  # room for one draft (1 + 3 tokens) only
+    out = sched.schedule()
+    assert out.num_scheduled_tokens == {"b": 4}
+    assert list(sched.rounds.verify_queue) == ["a"]
+    assert sched.requests["a"].spec_token_ids == []
+
+
+def test_stochastic_drafts_ship_q_and_failed_drafts_decode_plainly(sched):
+    add(sched, "s", temperature=1.0)
+    add(sched, "f", temperature=1.0)
+    step(sched, {})
+    q = np.full((3, 64), 1 / 64, dtype=np.float32)
+    finish(sched.pool, 0, ["s"], at=1.0, probs=q)
+    sched.pool.failed.append((1, ["f"]))
+    out = sched.schedule()
+    assert out.scheduled_spec_decode_tokens == {"s": [11, 12, 13]}
+    assert out.num_scheduled_tokens == {"s": 4, "f": 1}  # f: one plain token
+    assert out.seed_draft_probs["s"].shape == (3, 64)
+    assert sched.rounds.stats.plain_fallbacks == 1
+
+
+def test_finished_branches_free_their_drafter_slots(sched):
+    from vllm.v1.request import RequestStatus
+
+    add(sched, "a")
+    step(sched, {})
+    sched.finish_requests("a", RequestStatus.FINISHED_ABORTED)
+    sched.schedule()
+    assert sched.pool.freed == ["a"]
+    assert "a" not in sched.rounds.branches
