@@ -18,13 +18,14 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from vllm_seed import _vllm_compat, cli
+    from vllm_seed import _vllm_compat, cli, metrics
 
     _vllm_compat.check_vllm_version()
     import vllm_seed_patches
 
     vllm_seed_patches.apply_all()
     cli.extend_engine_args()
+    metrics.install_collector()
 
 
 def seed_llm_kwargs(

@@ -57,6 +57,7 @@ class RoundStats:
     held_back_steps: int = 0
     plain_fallbacks: int = 0
     queue_wait_s: float = 0.0
+    blocked_wait_s: float = 0.0
     drafter_busy_s: dict[int, float] = field(default_factory=dict)
 
 

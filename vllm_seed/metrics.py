@@ -1,0 +1,123 @@
+"""SEED stats next to vLLM's spec-decode counters.
+
+vLLM's own ``vllm:spec_decode_*`` counters already count SEED's drafts (they
+flow through ``scheduled_spec_decode_tokens``). SEED adds, as ``vllm_seed:*``:
+queue wait, round size (drafts verified per target step), held-back
+branch-steps, blocked wait (target idle, waiting for a draft), plain
+fallbacks and per-drafter busy time. The scheduler lives in the engine-core
+process and ``/metrics`` is served by the API server process, so the
+scheduler publishes a JSON snapshot (path in ``VLLM_SEED_STATS_FILE``, set by
+the first process that registers the plugin) and a collector registered in
+that process reads it at scrape time. Also logged every
+``VLLM_LOG_STATS_INTERVAL`` seconds by the engine core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+
+logger = logging.getLogger("vllm_seed")
+STATS_ENV = "VLLM_SEED_STATS_FILE"
+PUBLISH_EVERY_S = 1.0
+
+COUNTERS = {  # RoundStats field -> (metric name, help)
+    "drafts_verified": ("vllm_seed:drafts_verified", "Drafts verified by the target."),
+    "target_steps_with_drafts": ("vllm_seed:verify_steps", "Target steps that verified at least one draft."),
+    "held_back_steps": ("vllm_seed:held_back_branch_steps", "Branch-steps held back waiting for a draft."),
+    "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
+    "queue_wait_s": ("vllm_seed:queue_wait_seconds", "Time drafts waited in the verify queue."),
+    "blocked_wait_s": ("vllm_seed:blocked_wait_seconds", "Time the scheduler waited with no runnable branch."),
+}
+
+
+class StatsPublisher:
+    """Engine-core side: snapshot file for /metrics, and the periodic log."""
+
+    def __init__(self, stats, clock=time.monotonic):
+        self.stats, self.clock = stats, clock
+        self.path = os.environ.get(STATS_ENV)
+        self.started = self.last_publish = self.last_log = clock()
+        self.log_every_s = float(os.environ.get("VLLM_LOG_STATS_INTERVAL", "10"))
+
+    def snapshot(self) -> dict:
+        return {**dataclasses.asdict(self.stats), "uptime_s": self.clock() - self.started}
+
+    def maybe_publish(self) -> None:
+        now = self.clock()
+        if self.path and now - self.last_publish >= PUBLISH_EVERY_S:
+            self.last_publish = now
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.snapshot(), f)
+            os.replace(tmp, self.path)
+        if now - self.last_log >= self.log_every_s and self.stats.drafts_verified:
+            self.last_log = now
+            logger.info("SEED metrics: %s", summary_line(self.snapshot()))
+
+
+def summary_line(snap: dict) -> str:
+    steps = max(snap["target_steps_with_drafts"], 1)
+    drafts = max(snap["drafts_verified"], 1)
+    busy = ", ".join(
+        f"{100 * s / max(snap['uptime_s'], 1e-9):.0f}%" for _, s in sorted(snap["drafter_busy_s"].items())
+    )
+    return (
+        f"round size {snap['drafts_verified'] / steps:.2f} drafts/step, "
+        f"queue wait {1000 * snap['queue_wait_s'] / drafts:.2f} ms/draft, "
+        f"held back {snap['held_back_steps']} branch-steps, "
+        f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
+        f"fallbacks {snap['plain_fallbacks']}"
+    )
+
+
+class SeedCollector:
+    """API-server side prometheus collector over the engine core's snapshot."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            with open(self.path) as f:
+                snap = json.load(f)
+        except (OSError, ValueError):
+            return
+        for field, (name, help_text) in COUNTERS.items():
+            yield _counter(CounterMetricFamily, name, help_text, snap[field])
+        busy = CounterMetricFamily("vllm_seed:drafter_busy_seconds", "Drafter time spent drafting.", labels=["drafter"])
+        for drafter, seconds in sorted(snap["drafter_busy_s"].items()):
+            busy.add_metric([str(drafter)], seconds)
+        yield busy
+        yield GaugeMetricFamily("vllm_seed:uptime_seconds", "Seconds since the SEED scheduler started.", value=snap["uptime_s"])
+
+
+def _counter(cls, name, help_text, value):
+    metric = cls(name, help_text)
+    metric.add_metric([], value)
+    return metric
+
+
+_collector_installed = False
+
+
+def install_collector() -> None:
+    """In the first process of a tree: choose the snapshot path, serve it."""
+    global _collector_installed
+    if _collector_installed or os.environ.get(STATS_ENV):
+        return
+    _collector_installed = True
+    fd, path = tempfile.mkstemp(prefix="vllm-seed-stats-", suffix=".json")
+    os.close(fd)
+    os.environ[STATS_ENV] = path
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return
+    REGISTRY.register(SeedCollector(path))
