@@ -8,6 +8,7 @@ which IS the FCFS order of SEED's verify queue.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from vllm_seed.config import SeedConfig
@@ -32,8 +33,13 @@ class DrafterPool:
         ray = self.ray = import_ray()
         if not ray.is_initialized():
             try:
+                # A cluster of our own (it goes down with this server), unless
+                # the user points RAY_ADDRESS at one.
+                address = os.environ.get("RAY_ADDRESS", "local")
+                own = {"num_cpus": config.num_drafters} if address == "local" else {}
                 ray.init(
-                    num_cpus=config.num_drafters,
+                    address=address,
+                    **own,
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
@@ -49,13 +55,22 @@ class DrafterPool:
             self._owns_ray = False
         from vllm_seed.drafter import Drafter
 
-        remote = ray.remote(num_cpus=1)(Drafter)
+        # Ray restarts a dead drafter (the pool pings it back into service);
+        # a job in flight when it died fails at once and is not retried.
+        remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Drafter)
         self.actors = [
             remote.remote(config.draft_model, max_len, i, config.draft_threads)
             for i in range(config.num_drafters)
         ]
         self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors])[0]
         self.in_flight: dict = {}  # ObjectRef -> (drafter, submitted_at, req_ids)
+        self.pings: dict = {}  # ObjectRef -> drafter: health checks of drafters marked down
+        self.restarts = 0
+
+    @property
+    def down(self) -> set[int]:
+        """Drafters that failed and have not answered a ping since."""
+        return set(self.pings.values())
 
     @property
     def num_drafters(self) -> int:
@@ -94,8 +109,28 @@ class DrafterPool:
             except Exception as e:  # a crashed drafter degrades, never fails requests
                 logger.warning("SEED drafter %d failed: %s", drafter, e)
                 failed.append((drafter, req_ids))
+        for drafter, _ in failed:
+            self._mark_down(drafter)
+        self._check_pings()
         batches.sort(key=lambda b: b.finished_at)
         return batches, failed
+
+    def _mark_down(self, drafter: int) -> None:
+        if drafter not in self.down:
+            self.pings[self.actors[drafter].ping.remote()] = drafter
+
+    def _check_pings(self) -> None:
+        if not self.pings:
+            return
+        ready, _ = self.ray.wait(list(self.pings), num_returns=len(self.pings), timeout=0)
+        for ref in ready:
+            drafter = self.pings.pop(ref)
+            try:
+                self.ray.get(ref)
+                self.restarts += 1
+                logger.warning("SEED drafter %d is back", drafter)
+            except Exception:  # still restarting: ask again
+                self._mark_down(drafter)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -30,6 +30,7 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "target_steps_with_drafts": ("vllm_seed:verify_steps", "Target steps that verified at least one draft."),
     "held_back_steps": ("vllm_seed:held_back_branch_steps", "Branch-steps held back waiting for a draft."),
     "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
+    "drafter_restarts": ("vllm_seed:drafter_restarts", "Drafters that died and came back."),
     "queue_wait_s": ("vllm_seed:queue_wait_seconds", "Time drafts waited in the verify queue."),
     "blocked_wait_s": ("vllm_seed:blocked_wait_seconds", "Time the scheduler waited with no runnable branch."),
 }
@@ -71,7 +72,7 @@ def summary_line(snap: dict) -> str:
         f"queue wait {1000 * snap['queue_wait_s'] / drafts:.2f} ms/draft, "
         f"held back {snap['held_back_steps']} branch-steps, "
         f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
-        f"fallbacks {snap['plain_fallbacks']}"
+        f"fallbacks {snap['plain_fallbacks']}, restarts {snap['drafter_restarts']}"
     )
 
 

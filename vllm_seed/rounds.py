@@ -56,6 +56,7 @@ class RoundStats:
     target_steps_with_drafts: int = 0
     held_back_steps: int = 0
     plain_fallbacks: int = 0
+    drafter_restarts: int = 0
     queue_wait_s: float = 0.0
     blocked_wait_s: float = 0.0
     drafter_busy_s: dict[int, float] = field(default_factory=dict)
@@ -89,12 +90,18 @@ class SeedRounds:
                 del self.group_drafter[branch.group]
         return branch
 
-    def to_dispatch(self, req_ids) -> dict[int, list[str]]:
-        """Idle branches among ``req_ids``, grouped by drafter; now DRAFTING."""
+    def to_dispatch(self, req_ids, down: set[int] = frozenset()) -> dict[int, list[str]]:
+        """Idle branches among ``req_ids``, grouped by drafter; now DRAFTING.
+        Branches of a drafter that is ``down`` decode plainly this step."""
         jobs: dict[int, list[str]] = {}
         for req_id in req_ids:
             branch = self.branches.get(req_id)
-            if branch is not None and branch.state is State.IDLE:
+            if branch is None or branch.state is not State.IDLE:
+                continue
+            if branch.drafter in down:
+                branch.state = State.PLAIN
+                self.stats.plain_fallbacks += 1
+            else:
                 branch.state = State.DRAFTING
                 jobs.setdefault(branch.drafter, []).append(req_id)
         return jobs

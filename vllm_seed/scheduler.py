@@ -69,6 +69,7 @@ class SeedScheduler(Scheduler):
         if out.scheduled_spec_decode_tokens:
             stats.target_steps_with_drafts += 1
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
+        stats.drafter_restarts = getattr(self.pool, "restarts", 0)
         self.publisher.maybe_publish()
         return out
 
@@ -141,7 +142,7 @@ class SeedScheduler(Scheduler):
             branch = self.rounds.branches.get(rid)
             if branch is not None and self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
-        for drafter, rids in self.rounds.to_dispatch(req_ids).items():
+        for drafter, rids in self.rounds.to_dispatch(req_ids, self.pool.down).items():
             self.pool.submit(drafter, [self._job(self.requests[rid]) for rid in rids])
 
     def _job(self, request) -> DraftJob:

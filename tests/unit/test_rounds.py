@@ -103,3 +103,14 @@ def test_off_branches_never_draft():
     rounds.add("x", None, speculate=False)
     assert rounds.to_dispatch(["x"]) == {}
     assert rounds.plan(["x"]) == ([], [])
+
+
+def test_branches_of_a_down_drafter_decode_plainly_until_it_is_back():
+    rounds = SeedRounds(num_drafters=2)
+    rounds.add("a", "A")
+    rounds.add("b", "B")
+    assert rounds.to_dispatch(["a", "b"], down={0}) == {1: ["b"]}
+    assert rounds.branches["a"].state is State.PLAIN
+    assert rounds.plan(["a", "b"]) == ([], ["b"])
+    rounds.step_done(["a"])
+    assert rounds.to_dispatch(["a"], down=set()) == {0: ["a"]}

@@ -12,6 +12,8 @@ BLOCK = 16
 class FakePool:
     def __init__(self):
         self.jobs, self.ready, self.failed, self.freed, self.timeouts = [], [], [], [], []
+        self.down = set()
+        self.restarts = 0
 
     def submit(self, drafter, jobs):
         self.jobs.append((drafter, jobs))

@@ -1,0 +1,71 @@
+"""benchmarks/_metrics.py: /metrics parsing, acceptance per position, median and spread."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from _metrics import (  # noqa: E402
+    acceptance, add_counters, counter_delta, parse_metrics, spec_counters, spread,
+)
+
+LABELS = 'engine="{e}",model_name="t"'
+
+
+def page(drafts, tokens, accepted, per_pos, engine=0):
+    labels = LABELS.format(e=engine)
+    lines = [
+        "# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.",
+        "# TYPE vllm:spec_decode_num_drafts_total counter",
+        f"vllm:spec_decode_num_drafts_total{{{labels}}} {drafts}",
+        f"vllm:spec_decode_num_draft_tokens_total{{{labels}}} {tokens}",
+        f"vllm:spec_decode_num_accepted_tokens_total{{{labels}}} {accepted}",
+        f"vllm:spec_decode_num_drafts_created{{{labels}}} 1.7e9",
+        f'vllm:num_requests_running{{{labels}}} 3.0',
+    ]
+    lines += [f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{p}"}} {v}'
+              for p, v in enumerate(per_pos)]
+    return "\n".join(lines) + "\n"
+
+
+def test_parse_metrics_reads_names_labels_values_and_skips_comments():
+    text = '# HELP x y\nfoo_total{a="1",b="x y"} 2.5\nbar 7\nbad line\n'
+    assert parse_metrics(text) == [("foo_total", {"a": "1", "b": "x y"}, 2.5), ("bar", {}, 7.0)]
+
+
+def test_spec_counters_sum_over_engines():
+    text = page(10, 30, 12, [7, 4, 1], engine=0) + page(2, 6, 3, [2, 1, 0], engine=1)
+    assert spec_counters(text) == {"num_drafts": 12.0, "num_draft_tokens": 36.0,
+                                   "num_accepted": 15.0, "per_pos": {0: 9.0, 1: 5.0, 2: 1.0}}
+
+
+def test_acceptance_from_two_snapshots():
+    before = spec_counters(page(10, 30, 12, [7, 4, 1]))
+    after = spec_counters(page(30, 90, 42, [23, 14, 5]))
+    delta = counter_delta(before, after)
+    assert delta == {"num_drafts": 20.0, "num_draft_tokens": 60.0, "num_accepted": 30.0,
+                     "per_pos": {0: 16.0, 1: 10.0, 2: 4.0}}
+    assert acceptance(delta) == {"acceptance_rate": 0.5, "per_position": [0.8, 0.5, 0.2],
+                                 "mean_acceptance_length": 2.5}  # 1 + 30/20, bonus included
+
+
+def test_plain_server_has_no_acceptance():
+    empty = spec_counters("vllm:num_requests_running 0\n")
+    assert acceptance(counter_delta(empty, empty)) == {
+        "acceptance_rate": None, "per_position": None, "mean_acceptance_length": None}
+
+
+def test_counters_add_over_reps():
+    a = {"num_drafts": 4.0, "num_draft_tokens": 12.0, "num_accepted": 6.0,
+         "per_pos": {0: 4.0, 1: 2.0}}
+    b = {"num_drafts": 4.0, "num_draft_tokens": 12.0, "num_accepted": 2.0, "per_pos": {0: 2.0}}
+    total = add_counters([a, b])
+    assert total == {"num_drafts": 8.0, "num_draft_tokens": 24.0, "num_accepted": 8.0,
+                     "per_pos": {0: 6.0, 1: 2.0}}
+    assert acceptance(total)["per_position"] == [0.75, 0.25]
+
+
+def test_spread_is_median_min_max():
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+    assert spread([4.0, 1.0]) == {"median": 2.5, "min": 1.0, "max": 4.0}
+    assert spread([]) is None

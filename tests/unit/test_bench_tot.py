@@ -1,0 +1,97 @@
+"""benchmarks/bench_tot.py: run order, configs -> `vllm serve` argv, rows and the table."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from _report import build_rows, markdown_table  # noqa: E402
+from _servers import CONFIGS, VLLM, server_argv  # noqa: E402
+from bench_tot import parse_args, run_order  # noqa: E402
+
+PAIR = Path("/m")
+BASE = [VLLM, "serve", "/m/target", "--host", "127.0.0.1", "--port", "8001",
+        "--dtype", "float32", "--max-model-len", "2048", "--kv-cache-memory-bytes", "1073741824"]
+
+
+def test_run_order_alternates_configs_innermost():
+    order = run_order(2, [0.0, 1.0], ["latency", "throughput"], ["plain", "sd-k1"])
+    assert len(order) == 16
+    assert order[:5] == [(0, 0.0, "latency", "plain"), (0, 0.0, "latency", "sd-k1"),
+                         (0, 0.0, "throughput", "plain"), (0, 0.0, "throughput", "sd-k1"),
+                         (0, 1.0, "latency", "plain")]
+    assert order[8] == (1, 0.0, "latency", "plain")
+
+
+def test_config_names():
+    assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
+                             "seed-d1", "seed-d2", "seed-d3"]
+
+
+def test_plain_argv():
+    assert server_argv(CONFIGS["plain"], PAIR, 8001) == BASE
+    argv = server_argv(CONFIGS["plain"], PAIR, 8001, 256, ("--enforce-eager",))
+    assert argv == [*BASE[:-1], "268435456", "--enforce-eager"]
+
+
+def test_stock_sd_argv():
+    argv = server_argv(CONFIGS["sd-k3"], PAIR, 8001)
+    assert argv[:-2] == BASE and argv[-2] == "--speculative-config"
+    assert json.loads(argv[-1]) == {"model": "/m/draft", "method": "draft_model",
+                                    "num_speculative_tokens": 3,
+                                    "draft_sample_method": "probabilistic"}
+
+
+def test_seed_argv():
+    argv = server_argv(CONFIGS["seed-d2"], PAIR, 8001)
+    assert argv[:-6] == BASE
+    assert argv[-6:-2] == ["--speculative-plugin", "seed", "--seed-config", '{"num_drafters": 2}']
+    assert argv[-2] == "--speculative-config"
+    assert json.loads(argv[-1]) == {"model": "/m/draft", "num_speculative_tokens": 3}
+
+
+def test_quick_options():
+    args = parse_args(["--quick"])
+    assert (args.reps, args.temperatures, args.modes, args.latency_problems, args.configs) == (
+        1, [0.0], ["latency"], 1, ["plain", "sd-k3", "seed-d1"])
+    assert args.enforce_eager
+
+
+def test_unknown_config_is_rejected():
+    with pytest.raises(SystemExit):
+        parse_args(["--configs", "plain,sd-k9"])
+
+
+def record(config, rep, tps, accepted=0.0, error=None):
+    spec = {"num_drafts": 10.0 if accepted else 0.0, "num_draft_tokens": 30.0 if accepted else 0.0,
+            "num_accepted": accepted, "per_pos": {0: accepted} if accepted else {}}
+    rec = {"config": config, "temperature": 0.0, "mode": "latency", "rep": rep, "error": error}
+    if error is None:
+        rec.update(tokens_per_s=tps, accuracy=rep % 2, spec=spec,
+                   probe={"ttft_s": 0.1 * (rep + 1), "tpot_s": 0.01})
+    return rec
+
+
+def test_rows_median_speedup_acceptance_and_error_row():
+    order = run_order(3, [0.0], ["latency"], ["plain", "sd-k1", "seed-d1"])
+    records = [record("plain", r, tps) for r, tps in enumerate([10.0, 12.0, 11.0])]
+    records += [record("sd-k1", r, tps, accepted=5.0) for r, tps in enumerate([20.0, 33.0, 22.0])]
+    records += [record("seed-d1", r, 0, error="exited with code 1") for r in range(3)]
+    rows = build_rows(records, order, {"plain": 2**30})
+    plain, sd, seed = rows
+    assert plain["tokens_per_s"] == {"median": 11.0, "min": 10.0, "max": 12.0}
+    assert plain["speedup_vs_plain"] == 1.0 and plain["peak_rss_mib"] == 1024.0
+    assert sd["speedup_vs_plain"] == 2.0
+    assert sd["spec_decode"] == {"acceptance_rate": 0.5 / 3, "per_position": [0.5],
+                                 "mean_acceptance_length": 1.5}
+    assert sd["ttft_s"] == pytest.approx(0.2) and sd["accuracy"] == pytest.approx(1 / 3)
+    assert seed["error"] == "exited with code 1" and seed["tokens_per_s"] is None
+    table = markdown_table(rows).splitlines()
+    assert table[2].startswith(
+        "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | 200 |")
+    assert table[3].startswith(
+        "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 |")
+    assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
