@@ -39,6 +39,12 @@ class SeedConfig:
     draft_threads: int = 1
     """torch threads per drafter actor."""
 
+    draft_cpus: tuple[int, ...] = field(default=())
+    """CPU cores the drafter actors are pinned to. Empty: on the CPU build, the
+    cores vLLM's worker leaves free (it binds its OpenMP threads to all but
+    the last core), so drafting runs beside verification instead of
+    stealing the target's core; elsewhere, no pinning."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD). Empty means a chain of
     ``num_speculative_tokens``; only chains are supported in this release."""
@@ -60,6 +66,11 @@ class SeedConfig:
                 "config.json; point speculative-config 'model' at a Hugging Face "
                 "model directory"
             )
+        cpus = tuple(self.draft_cpus)
+        object.__setattr__(self, "draft_cpus", cpus)
+        usable = sorted(os.sched_getaffinity(0))
+        if any(c not in usable for c in cpus):
+            raise ValueError(f"seed config: draft_cpus={list(cpus)} must be among this machine's cores {usable}")
         k_config = tuple(self.k_config)
         object.__setattr__(self, "k_config", k_config)
         if k_config and any(k != 1 for k in k_config):
@@ -75,7 +86,11 @@ class SeedConfig:
             )
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "k_config": list(self.k_config)}
+        return {
+            **dataclasses.asdict(self),
+            "k_config": list(self.k_config),
+            "draft_cpus": list(self.draft_cpus),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict) -> "SeedConfig":

@@ -25,6 +25,8 @@ class DraftLM:
                 f"draft model {model_dir!r} has model_type={config.model_type!r}; "
                 "the SEED drafter runs Llama-architecture drafts"
             )
+        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+            raise ValueError(f"draft model {model_dir!r} uses biases; the SEED drafter runs bias-free Llama")
         hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.vocab_size = config.vocab_size
         self.max_len = min(max_len, config.max_position_embeddings)
@@ -34,10 +36,10 @@ class DraftLM:
             config.hidden_size // config.num_attention_heads
         )
         self.eps = config.rms_norm_eps
-        self.weights = {k: v.detach() for k, v in hf.state_dict().items()}
-        if "lm_head.weight" not in self.weights:  # tied embeddings
-            self.weights["lm_head.weight"] = self.weights["model.embed_tokens.weight"]
         self.num_layers = config.num_hidden_layers
+        self.weights = _fuse(
+            {k: v.detach() for k, v in hf.state_dict().items()}, self.num_layers
+        )
         self.inv_freq = _rope_inv_freq(config, self.head_dim)
         self.k = self.v = None
         self._alloc(slots)
@@ -86,20 +88,19 @@ class DraftLM:
             x = x + self._attention(layer, x, cos, sin, mask, slot_idx, start, lens, past)
             p = f"model.layers.{layer}."
             h = _rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
-            gate = F.silu(h @ w[p + "mlp.gate_proj.weight"].T)
-            x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+            gate, up = F.linear(h, w[p + "gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w[p + "mlp.down_proj.weight"])
         last = x[torch.arange(batch), lens - 1]  # [B, H]
         last = _rms_norm(last, w["model.norm.weight"], self.eps)
-        return last @ w["lm_head.weight"].T
+        return F.linear(last, w["lm_head.weight"])
 
     def _attention(self, layer, x, cos, sin, mask, slot_idx, start, lens, past):
         p = f"model.layers.{layer}."
         w = self.weights
         batch, width, _ = x.shape
         h = _rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(batch, width, -1, self.head_dim)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(batch, width, -1, self.head_dim)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(batch, width, -1, self.head_dim)
+        qkv = F.linear(h, w[p + "qkv"]).view(batch, width, -1, self.head_dim)
+        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         keys = torch.cat([self.k[layer, slot_idx, :, :past], k], dim=2)
@@ -114,7 +115,20 @@ class DraftLM:
             values = values.repeat_interleave(repeat, dim=1)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.transpose(1, 2).reshape(batch, width, -1)
-        return out @ w[p + "self_attn.o_proj.weight"].T
+        return F.linear(out, w[p + "self_attn.o_proj.weight"])
+
+
+def _fuse(weights: dict, num_layers: int) -> dict:
+    """One matmul for q/k/v and one for gate/up per layer: fewer small ops."""
+    if "lm_head.weight" not in weights:  # tied embeddings
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    for layer in range(num_layers):
+        p = f"model.layers.{layer}."
+        weights[p + "qkv"] = torch.cat([weights.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        weights[p + "gate_up"] = torch.cat(
+            [weights.pop(p + "mlp.gate_proj.weight"), weights.pop(p + "mlp.up_proj.weight")]
+        )
+    return weights
 
 
 def _attention_mask(start, lens, past: int, width: int) -> torch.Tensor:

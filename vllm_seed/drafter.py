@@ -8,6 +8,7 @@ Made a Ray actor only where the pool creates it (drafter_pool.py).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -17,7 +18,12 @@ from vllm_seed.messages import Draft, DraftBatch, DraftJob
 
 
 class Drafter:
-    def __init__(self, model_dir: str, max_len: int, index: int = 0, num_threads: int = 1):
+    def __init__(
+        self, model_dir: str, max_len: int, index: int = 0, num_threads: int = 1,
+        cpus: tuple[int, ...] = (),
+    ):
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         torch.set_num_threads(num_threads)
         from vllm_seed.draft_model import DraftLM
 

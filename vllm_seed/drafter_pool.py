@@ -29,7 +29,7 @@ def import_ray():
 
 
 class DrafterPool:
-    def __init__(self, config: SeedConfig, max_len: int):
+    def __init__(self, config: SeedConfig, max_len: int, cpus: tuple[int, ...] = ()):
         ray = self.ray = import_ray()
         if not ray.is_initialized():
             try:
@@ -59,7 +59,7 @@ class DrafterPool:
         # a job in flight when it died fails at once and is not retried.
         remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Drafter)
         self.actors = [
-            remote.remote(config.draft_model, max_len, i, config.draft_threads)
+            remote.remote(config.draft_model, max_len, i, config.draft_threads, cpus)
             for i in range(config.num_drafters)
         ]
         self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors])[0]

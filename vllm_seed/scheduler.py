@@ -35,7 +35,7 @@ class SeedScheduler(Scheduler):
         self.pool = self._make_pool(vllm_config)
 
     def _make_pool(self, vllm_config) -> DrafterPool:
-        pool = DrafterPool(self.seed_config, self.draft_max_len)
+        pool = DrafterPool(self.seed_config, self.draft_max_len, draft_cpus(self.seed_config))
         target_vocab = vllm_config.model_config.get_vocab_size()
         if pool.vocab_size != target_vocab:
             pool.shutdown()
@@ -178,3 +178,10 @@ class SeedScheduler(Scheduler):
 def _max_positions(model_dir: str) -> int:
     with open(os.path.join(model_dir, "config.json")) as f:
         return int(json.load(f).get("max_position_embeddings", 2048))
+
+
+def draft_cpus(config: SeedConfig) -> tuple[int, ...]:
+    if config.draft_cpus or _vllm_compat.platform_kind() != "cpu":
+        return config.draft_cpus
+    cores = sorted(os.sched_getaffinity(0))
+    return tuple(cores[-1:]) if len(cores) > 1 else ()

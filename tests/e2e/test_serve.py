@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import DRAFT_DIR, TARGET_DIR
@@ -49,11 +50,16 @@ def server(tmp_path_factory):
             except OSError:
                 time.sleep(1)
         yield url, str(TARGET_DIR)
-    finally:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert any("raylet" in p.name() for p in tree), [p.name() for p in tree]
         os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
+        proc.wait(60)
+        # Clean shutdown: the engine, its workers and the Ray cluster with its
+        # drafter actors are all gone, none orphaned.
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+    finally:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
