@@ -21,7 +21,7 @@ RUNTIME_PATCHES = (cpu_expand_kernel,)
 
 # Comma-separated short names to skip, e.g. "cpu_expand_kernel": for the
 # tests that prove a patch is needed, never for users.
-DISABLE_ENV = "VLLM_SEED_DISABLE_PATCHES"
+DISABLE_ENV = "SEED_DISABLE_PATCHES"
 
 _applied: set[str] = set()
 

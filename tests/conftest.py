@@ -1,10 +1,12 @@
+import os
 import pathlib
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TARGET_DIR = REPO / "benchmarks" / "models" / "target"
-DRAFT_DIR = REPO / "benchmarks" / "models" / "draft"
+# The embedded pair; another pair can be tested by pointing these elsewhere.
+TARGET_DIR = pathlib.Path(os.environ.get("SEED_TEST_TARGET", REPO / "benchmarks" / "models" / "target"))
+DRAFT_DIR = pathlib.Path(os.environ.get("SEED_TEST_DRAFT", REPO / "benchmarks" / "models" / "draft"))
 
 
 def make_random_llama(path, vocab=64, hidden=32, layers=2, heads=4, kv_heads=2, seed=0):

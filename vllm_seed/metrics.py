@@ -6,7 +6,7 @@ queue wait, round size (drafts verified per target step), held-back
 branch-steps, blocked wait (target idle, waiting for a draft), plain
 fallbacks and per-drafter busy time. The scheduler lives in the engine-core
 process and ``/metrics`` is served by the API server process, so the
-scheduler publishes a JSON snapshot (path in ``VLLM_SEED_STATS_FILE``, set by
+scheduler publishes a JSON snapshot (path in ``SEED_STATS_FILE``, set by
 the first process that registers the plugin) and a collector registered in
 that process reads it at scrape time. Also logged every
 ``VLLM_LOG_STATS_INTERVAL`` seconds by the engine core.
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 logger = logging.getLogger("vllm_seed")
-STATS_ENV = "VLLM_SEED_STATS_FILE"
+STATS_ENV = "SEED_STATS_FILE"
 PUBLISH_EVERY_S = 1.0
 
 COUNTERS = {  # RoundStats field -> (metric name, help)

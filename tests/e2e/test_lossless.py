@@ -49,7 +49,7 @@ def test_sampling_follows_the_target_distribution(plain_llm, seed_llm, temperatu
 
 def test_the_distribution_test_fails_without_the_cpu_patch(plain_llm, tmp_path):
     out = tmp_path / "unpatched.json"
-    env = dict(os.environ, VLLM_SEED_DISABLE_PATCHES="cpu_expand_kernel")
+    env = dict(os.environ, SEED_DISABLE_PATCHES="cpu_expand_kernel")
     cmd = [sys.executable, "-m", "tests.e2e.unpatched_sampler", str(out), "1.0", str(NUM_SAMPLES)]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]

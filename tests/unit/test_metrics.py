@@ -6,7 +6,7 @@ from vllm_seed.rounds import RoundStats
 
 def test_snapshot_reaches_the_collector(tmp_path, monkeypatch):
     path = tmp_path / "stats.json"
-    monkeypatch.setenv("VLLM_SEED_STATS_FILE", str(path))
+    monkeypatch.setenv("SEED_STATS_FILE", str(path))
     clock = iter([0.0, 2.0, 2.0, 2.0]).__next__
     stats = RoundStats(drafts_verified=6, target_steps_with_drafts=3, held_back_steps=4,
                        queue_wait_s=0.003, drafter_busy_s={0: 0.5, 1: 1.0})
