@@ -14,6 +14,7 @@ that process reads it at scrape time. Also logged every
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -117,8 +118,16 @@ def install_collector() -> None:
     fd, path = tempfile.mkstemp(prefix="vllm-seed-stats-", suffix=".json")
     os.close(fd)
     os.environ[STATS_ENV] = path
+    atexit.register(_remove, path)
     try:
         from prometheus_client import REGISTRY
     except ImportError:
         return
     REGISTRY.register(SeedCollector(path))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
