@@ -14,7 +14,7 @@ import time
 from vllm_seed.config import SeedConfig
 from vllm_seed.messages import DraftBatch, DraftJob
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 
 
 def import_ray():

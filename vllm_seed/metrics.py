@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 
-logger = logging.getLogger("vllm_seed")
+logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 STATS_ENV = "SEED_STATS_FILE"
 PUBLISH_EVERY_S = 1.0
 
