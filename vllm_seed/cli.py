@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from vllm_seed import _vllm_compat
+from vllm_seed import _vllm_compat, metrics
 from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig, parse_seed_config_json
 
 PLUGIN_NAME = "seed"
@@ -99,6 +99,9 @@ def extend_engine_args() -> None:
 
     @functools.wraps(original_add)
     def add_cli_args(parser, *a, **kw):
+        # Only the CLI's main process (the API server of `vllm serve`) builds
+        # this parser: it serves /metrics, so it owns SEED's stats snapshot.
+        metrics.install_collector(fresh=True)
         parser = original_add(parser, *a, **kw)
         if not any("--speculative-plugin" in act.option_strings for act in parser._actions):
             add_seed_cli_args(parser)

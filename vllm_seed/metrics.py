@@ -109,10 +109,15 @@ def _counter(cls, name, help_text, value):
 _collector_installed = False
 
 
-def install_collector() -> None:
-    """In the first process of a tree: choose the snapshot path, serve it."""
+def install_collector(fresh: bool = False) -> None:
+    """In the process that serves /metrics: choose the snapshot path, serve it.
+
+    Without ``fresh``, only where no ancestor chose one (offline ``LLM``);
+    the ``vllm serve`` CLI passes ``fresh`` because its parent may be another
+    process that loaded the plugin (a test, a benchmark harness).
+    """
     global _collector_installed
-    if _collector_installed or os.environ.get(STATS_ENV):
+    if _collector_installed or (os.environ.get(STATS_ENV) and not fresh):
         return
     _collector_installed = True
     fd, path = tempfile.mkstemp(prefix="vllm-seed-stats-", suffix=".json")

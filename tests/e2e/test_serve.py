@@ -33,7 +33,7 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "server.log"
     argv = [VLLM, "serve", str(TARGET_DIR), "--port", str(port), "--dtype", "float32",
-            "--max-model-len", "1024", "--speculative-plugin", "seed",
+            "--max-model-len", "1024", "--max-num-batched-tokens", "16384", "--speculative-plugin", "seed",
             "--speculative-config", json.dumps({"model": str(DRAFT_DIR), "num_speculative_tokens": 3}),
             "--seed-config", '{"num_drafters": 2}']
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
