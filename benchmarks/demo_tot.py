@@ -54,7 +54,10 @@ def main() -> int:
     )
     port = free_port()
     log = pathlib.Path(tempfile.mkdtemp(prefix="vllm-seed-demo-")) / "server.log"
-    server = Server(config, server_argv(config, args.pair_dir, port), log, port)
+    # A token budget no ToT batch exceeds: vLLM 0.32's CPU runner crashes when a
+    # seeded request's prefill is chunked ("CPU Generator does not use offset").
+    extra = ("--max-num-batched-tokens", "16384")
+    server = Server(config, server_argv(config, args.pair_dir, port, extra), log, port)
     print(f"[demo] starting: {' '.join(server.argv)}\n[demo] server log: {log}", file=sys.stderr)
     with Fleet([server], startup_timeout_s=600) as fleet:
         fleet.wait_ready()
