@@ -18,6 +18,7 @@ from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
 from vllm_seed.drafter_pool import DrafterPool
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
+from vllm_seed.pair import check_same_tokenizer, check_vocab_size
 from vllm_seed.rounds import SeedRounds, State
 
 _SAMPLING_EPS = 1e-5  # vLLM treats temperature below this as greedy
@@ -32,18 +33,19 @@ class SeedScheduler(Scheduler):
         self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
         self.publisher = StatsPublisher(self.rounds.stats)
+        model = vllm_config.model_config
+        if not model.skip_tokenizer_init:
+            check_same_tokenizer(model.tokenizer, self.seed_config.draft_model, model.trust_remote_code)
         self.pool = self._make_pool(vllm_config)
 
     def _make_pool(self, vllm_config) -> DrafterPool:
         pool = DrafterPool(self.seed_config, self.draft_max_len, draft_cpus(self.seed_config))
-        target_vocab = vllm_config.model_config.get_vocab_size()
-        if pool.vocab_size != target_vocab:
+        try:
+            check_vocab_size(self.seed_config.draft_model, pool.vocab_size,
+                             vllm_config.model_config.get_vocab_size())
+        except ValueError:
             pool.shutdown()
-            raise ValueError(
-                f"SEED draft model {self.seed_config.draft_model!r} has vocab size "
-                f"{pool.vocab_size} but the target has {target_vocab}; the draft must "
-                "share the target's tokenizer and vocabulary"
-            )
+            raise
         return pool
 
     def schedule(self, *args, **kwargs):
