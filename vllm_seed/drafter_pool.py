@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import psutil
@@ -37,24 +38,7 @@ class DrafterPool:
         self._ray_roots: list[psutil.Process] = []
         if not ray.is_initialized():
             before = {p.pid for p in psutil.Process().children(recursive=True)}
-            try:
-                # A cluster of our own (it goes down with this server), unless
-                # the user points RAY_ADDRESS at one.
-                address = os.environ.get("RAY_ADDRESS", "local")
-                own = {"num_cpus": config.num_drafters} if address == "local" else {}
-                ray.init(
-                    address=address,
-                    **own,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    namespace="vllm-seed",
-                )
-            except Exception as e:
-                raise RuntimeError(
-                    f"vllm-seed could not start Ray ({type(e).__name__}: {e}); "
-                    "check `ray start --head` works on this machine"
-                ) from e
+            _start_ray(ray, os.environ.get("RAY_ADDRESS", "local"), config.num_drafters)
             self._owns_ray = True
             # The processes ray.init started (GCS, raylet, ...): at shutdown
             # they and everything below them go, whatever state Ray is in.
@@ -172,6 +156,30 @@ class DrafterPool:
         if self._reaper_fd is not None:
             os.close(self._reaper_fd)  # the reaper checks, finds nothing, exits
             self._reaper_fd = None
+
+
+def _start_ray(ray, address: str, num_drafters: int) -> None:
+    """A cluster of our own (it goes down with this server), unless the user
+    points RAY_ADDRESS at one. Fails fast: ray.init retries an unreachable
+    address for minutes."""
+    if address not in ("local", "auto"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except (OSError, ValueError) as e:
+            raise RuntimeError(
+                f"vllm-seed cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({e}); "
+                "start it (`ray start --head`) or unset RAY_ADDRESS to let vllm-seed start its own"
+            ) from None
+    own = {"num_cpus": num_drafters} if address == "local" else {}
+    try:
+        ray.init(address=address, **own, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, namespace="vllm-seed")
+    except Exception as e:
+        raise RuntimeError(
+            f"vllm-seed could not start Ray ({type(e).__name__}: {e}); "
+            "check `ray start --head` works on this machine"
+        ) from e
 
 
 def _kill(procs) -> None:

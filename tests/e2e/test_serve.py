@@ -114,3 +114,18 @@ def test_metrics_show_seed_drafts_and_acceptance(server):
     assert values["vllm:spec_decode_num_accepted_tokens_total"] > 0
     assert values["vllm_seed:drafts_verified_total"] > 0
     assert values["vllm_seed:verify_steps_total"] > 0
+
+
+def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(server):
+    url, model = server
+    bad = [
+        {"prompt": "word " * 2000},  # longer than --max-model-len 1024
+        {"prompt": "Hi", "temperature": -1},
+        {"prompt": "Hi", "vllm_xargs": {"seed_group": {"not": "a scalar"}}},
+    ]
+    for body in bad:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post(url + "/v1/completions", {"model": model, "max_tokens": 8, **body})
+        assert 400 <= e.value.code < 500, (body, e.value.code)
+    # Any group tag vLLM accepts (a list too) is a valid group.
+    assert complete(url, model, gsm8k_prompts(1)[0], vllm_xargs={"seed_group": ["a", 1]})["choices"][0]["text"]

@@ -1,0 +1,33 @@
+"""Ray problems are startup errors that say what to do, never hangs."""
+
+import socket
+import sys
+import time
+
+import pytest
+
+from vllm_seed.config import SeedConfig
+from vllm_seed.drafter_pool import DrafterPool, import_ray
+
+
+def test_missing_ray_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(RuntimeError, match=r"Ray is not importable.*pip install 'ray"):
+        import_ray()
+
+
+def test_an_unreachable_ray_address_fails_fast_naming_it(monkeypatch, random_llama_dir):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"cannot reach the Ray cluster at RAY_ADDRESS='127.0.0.1:{port}'"):
+        DrafterPool(SeedConfig(draft_model=random_llama_dir, num_speculative_tokens=3), max_len=64)
+    assert time.monotonic() - start < 10  # ray.init alone retries for minutes
+
+
+def test_a_malformed_ray_address_is_named(monkeypatch, random_llama_dir):
+    monkeypatch.setenv("RAY_ADDRESS", "no-port-here")
+    with pytest.raises(RuntimeError, match="RAY_ADDRESS='no-port-here'"):
+        DrafterPool(SeedConfig(draft_model=random_llama_dir, num_speculative_tokens=3), max_len=64)
