@@ -40,13 +40,16 @@ def _sd(k: int) -> ServerConfig:
     return ServerConfig(f"sd-k{k}", speculative=spec)
 
 
-def _seed(num_drafters: int) -> ServerConfig:
-    return ServerConfig(f"seed-d{num_drafters}", speculative={"num_speculative_tokens": 3},
-                        seed={"num_drafters": num_drafters})
+def _seed(num_drafters: int, adaptive: bool = True) -> ServerConfig:
+    name = f"seed-d{num_drafters}" + ("" if adaptive else "-fixed")
+    return ServerConfig(name, speculative={"num_speculative_tokens": 3},
+                        seed={"num_drafters": num_drafters, "adaptive": adaptive})
 
 
+# seed-dN: SEED with N drafters (adaptive speculation, the default);
+# seed-dN-fixed: every round drafts, whatever it gains.
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
-                               *map(_seed, range(1, 4)))}
+                               *map(_seed, range(1, 4)), _seed(1, adaptive=False))}
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, kv_cache_mib: int = 1024,

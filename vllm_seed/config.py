@@ -45,6 +45,11 @@ class SeedConfig:
     the last core), so drafting runs beside verification instead of
     stealing the target's core; elsewhere, no pinning."""
 
+    adaptive: bool = True
+    """Stop drafting a branch while its measured gain is below 1 (low
+    acceptance, large batch, saturated drafters) and probe again later; see
+    adaptive.py. Off: every decoding branch drafts every round."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD). Empty means a chain of
     ``num_speculative_tokens``; only chains are supported in this release."""
@@ -55,6 +60,8 @@ class SeedConfig:
         _require_int("draft_threads", self.draft_threads, 1, os.cpu_count() or 1)
         _require_positive("max_wait_ms", self.max_wait_ms)
         _require_positive("draft_timeout_s", self.draft_timeout_s)
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"seed config: adaptive={self.adaptive!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:
             raise ValueError(
                 f"seed config: draft_model={self.draft_model!r} must be a path; "

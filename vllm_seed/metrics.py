@@ -31,6 +31,7 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "target_steps_with_drafts": ("vllm_seed:verify_steps", "Target steps that verified at least one draft."),
     "held_back_steps": ("vllm_seed:held_back_branch_steps", "Branch-steps held back waiting for a draft."),
     "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
+    "paused_steps": ("vllm_seed:paused_branch_steps", "Branch-steps decoded plainly because drafting did not pay."),
     "drafter_restarts": ("vllm_seed:drafter_restarts", "Drafters that died and came back."),
     "queue_wait_s": ("vllm_seed:queue_wait_seconds", "Time drafts waited in the verify queue."),
     "blocked_wait_s": ("vllm_seed:blocked_wait_seconds", "Time the scheduler waited with no runnable branch."),

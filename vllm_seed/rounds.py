@@ -39,7 +39,7 @@ class State(enum.Enum):
     DRAFTING = "drafting"  # a draft job is in flight: held back
     READY = "ready"  # its draft is in the verify queue
     VERIFYING = "verifying"  # scheduled in the current target step
-    PLAIN = "plain"  # decodes one plain token this step (its draft failed)
+    PLAIN = "plain"  # decodes one plain token this step (draft failed, or paused)
     OFF = "off"  # never speculates (e.g. longer than the draft's context)
 
 
@@ -56,6 +56,7 @@ class RoundStats:
     target_steps_with_drafts: int = 0
     held_back_steps: int = 0
     plain_fallbacks: int = 0
+    paused_steps: int = 0
     drafter_restarts: int = 0
     queue_wait_s: float = 0.0
     blocked_wait_s: float = 0.0
@@ -105,6 +106,13 @@ class SeedRounds:
                 branch.state = State.DRAFTING
                 jobs.setdefault(branch.drafter, []).append(req_id)
         return jobs
+
+    def pause(self, req_id: str) -> None:
+        """Adaptive speculation: an idle branch decodes plainly this step."""
+        branch = self.branches.get(req_id)
+        if branch is not None and branch.state is State.IDLE:
+            branch.state = State.PLAIN
+            self.stats.paused_steps += 1
 
     def admit(self, batches: list[DraftBatch]) -> None:
         """Finished drafts enter the verify queue in completion order."""

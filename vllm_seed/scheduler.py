@@ -14,6 +14,7 @@ import json
 import os
 
 from vllm_seed import _vllm_compat
+from vllm_seed.adaptive import AdaptiveSpeculation
 from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
 from vllm_seed.drafter_pool import DrafterPool
 from vllm_seed.messages import DraftJob
@@ -32,6 +33,10 @@ class SeedScheduler(Scheduler):
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
         self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
+        self.adaptive = AdaptiveSpeculation(
+            self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock
+        )
+        self._step_started_at = None
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
         if not model.skip_tokenizer_init:
@@ -73,9 +78,11 @@ class SeedScheduler(Scheduler):
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
         stats.drafter_restarts = getattr(self.pool, "restarts", 0)
         self.publisher.maybe_publish()
+        self._step_started_at = self.rounds.clock()
         return out
 
     def update_from_output(self, scheduler_output, model_runner_output):
+        self._measure(scheduler_output, model_runner_output)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         self.rounds.step_done(scheduler_output.num_scheduled_tokens)
         self._sync_branches()
@@ -85,6 +92,17 @@ class SeedScheduler(Scheduler):
             if rid in self.requests and self._is_decoding(self.requests[rid])
         ])
         return outputs
+
+    def _measure(self, scheduler_output, model_runner_output) -> None:
+        if self._step_started_at is not None:
+            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens,
+                                    self.rounds.clock() - self._step_started_at)
+            self._step_started_at = None
+        index = model_runner_output.req_id_to_index
+        for rid, draft in scheduler_output.scheduled_spec_decode_tokens.items():
+            if rid in index and draft:
+                sampled = model_runner_output.sampled_token_ids[index[rid]]
+                self.adaptive.verified(rid, len(draft), max(len(sampled) - 1, 0))
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -140,10 +158,15 @@ class SeedScheduler(Scheduler):
 
     def _dispatch(self, req_ids: list[str]) -> None:
         k = self.seed_config.num_speculative_tokens
+        num_decoding = self._num_decoding()
         for rid in req_ids:
             branch = self.rounds.branches.get(rid)
-            if branch is not None and self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
+            if branch is None or branch.state is not State.IDLE:
+                continue
+            if self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
+            elif not self.adaptive.should_draft(rid, num_decoding):
+                self.rounds.pause(rid)
         for drafter, rids in self.rounds.to_dispatch(req_ids, self.pool.down).items():
             self.pool.submit(drafter, [self._job(self.requests[rid]) for rid in rids])
 
@@ -161,6 +184,7 @@ class SeedScheduler(Scheduler):
             request = self.requests.get(rid)
             if request is None or request.is_finished():
                 gone.setdefault(self.rounds.remove(rid).drafter, []).append(rid)
+                self.adaptive.remove(rid)
         for drafter, rids in gone.items():
             self.pool.free(drafter, rids)
         for request in self.running:
@@ -168,6 +192,9 @@ class SeedScheduler(Scheduler):
                 extra = request.sampling_params.extra_args or {}
                 group = extra.get("seed_group")
                 self.rounds.add(request.request_id, None if group is None else str(group))
+
+    def _num_decoding(self) -> int:
+        return sum(1 for r in self.running if self._is_decoding(r))
 
     def _can_admit(self) -> bool:
         return bool(self.waiting) and len(self.running) < self.max_num_running_reqs

@@ -37,5 +37,8 @@ def seed_llm():
     return LLM(
         model=str(TARGET_DIR),
         **ENGINE_KW,
-        **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2),
+        # Every round drafts: the lossless tests must exercise speculation, not
+        # the plain decoding adaptive speculation may switch to (test_serve
+        # runs the default, adaptive, configuration).
+        **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False),
     )

@@ -28,7 +28,7 @@ def test_run_order_alternates_configs_innermost():
 
 def test_config_names():
     assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
-                             "seed-d1", "seed-d2", "seed-d3"]
+                             "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed"]
 
 
 def test_plain_argv():
@@ -48,7 +48,10 @@ def test_stock_sd_argv():
 def test_seed_argv():
     argv = server_argv(CONFIGS["seed-d2"], PAIR, 8001)
     assert argv[:-6] == BASE
-    assert argv[-6:-2] == ["--speculative-plugin", "seed", "--seed-config", '{"num_drafters": 2}']
+    assert argv[-6:-2] == ["--speculative-plugin", "seed", "--seed-config",
+                           '{"num_drafters": 2, "adaptive": true}']
+    assert json.loads(server_argv(CONFIGS["seed-d1-fixed"], PAIR, 8001)[-3]) == {
+        "num_drafters": 1, "adaptive": False}
     assert argv[-2] == "--speculative-config"
     assert json.loads(argv[-1]) == {"model": "/m/draft", "num_speculative_tokens": 3}
 

@@ -28,6 +28,7 @@ def test_defaults_round_trip(random_llama_dir):
         ({"max_wait_ms": -1}, "max_wait_ms=-1 must be a positive number"),
         ({"k_config": [2, 2, 1]}, "k_config=[2, 2, 1] is a token tree"),
         ({"k_config": [1, 1]}, "k_config=[1, 1] has depth 2 but num_speculative_tokens=3"),
+        ({"adaptive": "yes"}, "adaptive='yes' must be true or false"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
     ],
 )

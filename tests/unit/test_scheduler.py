@@ -178,3 +178,25 @@ def test_finished_branches_free_their_drafter_slots(sched):
     sched.schedule()
     assert sched.pool.freed == ["a"]
     assert "a" not in sched.rounds.branches
+
+
+def test_verifications_feed_adaptive_speculation(sched):
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})
+    finish(sched.pool, 0, ["a", "b"], at=1.0)
+    step(sched, {"a": [11, 99], "b": [11, 12, 13, 14]})
+    a, b = sched.adaptive.branches["a"], sched.adaptive.branches["b"]
+    assert (a.accepted, a.rejected, b.accepted, b.rejected) == (1, 1, 3, 0)
+    assert sched.adaptive.steps.n == pytest.approx(1 + 0.95)  # prefill and verify step (decayed)
+
+
+def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
+    sched.adaptive.should_draft = lambda rid, num_decoding: rid != "a"
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})
+    assert [j.req_id for _, jobs in sched.pool.jobs for j in jobs] == ["b"]
+    out = step(sched, {})
+    assert out.num_scheduled_tokens == {"a": 1}  # b is held back for its draft
+    assert sched.rounds.stats.paused_steps == 2  # after the prefill, and after this step

@@ -1,0 +1,103 @@
+"""Adaptive speculation with a fake clock: drafting stops where it does not pay
+and resumes when it does."""
+
+import pytest
+
+from vllm_seed.adaptive import _MIN_BACKOFF, AdaptiveSpeculation, expected_tokens
+
+L = 3
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def fitted(step_s=lambda tokens: 0.005 + 0.001 * tokens, **kw):
+    clock = Clock()
+    ad = AdaptiveSpeculation(L, clock=clock, **kw)
+    for tokens in (1, 4, 16, 64, 8, 32):  # a spread of step sizes: a + b * tokens
+        ad.step_done(tokens, step_s(tokens))
+    return ad, clock
+
+
+def rounds(ad, clock, rid, accepted, round_s, n=3):
+    for _ in range(n):
+        clock.t += round_s
+        ad.verified(rid, L, accepted)
+
+
+def test_expected_tokens_counts_the_bonus_token():
+    assert expected_tokens(0.0, L) == 1.0
+    assert expected_tokens(1.0, L) == 4.0
+    assert expected_tokens(0.5, L) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
+
+
+def test_step_cost_model_recovers_a_linear_step_time():
+    ad, _ = fitted()
+    assert ad.steps.predict(1) == pytest.approx(0.006)
+    assert ad.steps.predict(100) == pytest.approx(0.105)
+
+
+def test_nothing_is_decided_before_it_is_measured():
+    ad = AdaptiveSpeculation(L, clock=Clock())
+    assert ad.gain("a", 1) is None
+    assert ad.should_draft("a", 1)
+
+
+def test_high_acceptance_and_cheap_drafts_keep_drafting():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=3, round_s=0.015)  # E ~ 3.6 tokens per 15 ms vs 6 ms plain
+    assert ad.gain("a", 1) == pytest.approx(expected_tokens(ad.acceptance("a"), L) * 0.006 / 0.015)
+    assert ad.gain("a", 1) > 1
+    assert all(ad.should_draft("a", 1) for _ in range(20))
+
+
+def test_low_acceptance_pauses_then_probes_and_backs_off():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)  # 1 token per 15 ms vs 6 ms plain
+    assert ad.gain("a", 1) < 1
+    decisions = [ad.should_draft("a", 1) for _ in range(_MIN_BACKOFF + 1)]
+    assert decisions == [False] * _MIN_BACKOFF + [True]  # paused, then one probe
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)  # the probe does not pay either
+    decisions = [ad.should_draft("a", 1) for _ in range(2 * _MIN_BACKOFF + 1)]
+    assert decisions == [False] * (2 * _MIN_BACKOFF) + [True]  # backoff doubled
+
+
+def test_a_probe_that_pays_resumes_drafting():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)
+    while not ad.should_draft("a", 1):
+        pass
+    rounds(ad, clock, "a", accepted=3, round_s=0.012, n=6)  # now it pays
+    assert all(ad.should_draft("a", 1) for _ in range(20))
+
+
+def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
+    """Verify steps carry B * (L + 1) tokens, plain ones B: at acceptance 0.6
+    drafting pays at batch 1 and not at batch 64."""
+    ad, clock = fitted()
+
+    def round_s(batch):  # the verify step plus a 3 ms draft
+        return ad.steps.predict(batch * (L + 1)) + 0.003
+
+    for i in range(40):  # 60% of rounds fully accepted, the rest rejected at once
+        accepted = 3 if i % 5 < 3 else 0
+        clock.t += round_s(1)
+        ad.verified("small", L, accepted)
+    for i in range(40):
+        accepted = 3 if i % 5 < 3 else 0
+        clock.t += round_s(64)
+        ad.verified("large", L, accepted)
+    assert ad.gain("small", 1) > 1
+    assert ad.gain("large", 64) < 1
+    assert ad.should_draft("small", 1) and not ad.should_draft("large", 64)
+
+
+def test_disabled_always_drafts():
+    ad, clock = fitted(enabled=False)
+    rounds(ad, clock, "a", accepted=0, round_s=1.0)
+    assert all(ad.should_draft("a", 1) for _ in range(50))

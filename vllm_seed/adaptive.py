@@ -1,0 +1,137 @@
+"""Adaptive speculation: draft a branch only while drafting pays.
+
+A round of a branch yields E tokens, with per-token acceptance a and draft
+length L (the bonus token included):
+
+    E(a, L) = (1 - a^(L+1)) / (1 - a)
+
+and lasts ``round_s``: from one verification of the branch to the next, so
+it includes the wait for the draft (held back), queueing and the verify step.
+Decoding plainly yields 1 token per plain step, ``plain_step_s``. The gain
+
+    gain = E(a, L) * plain_step_s / round_s
+
+is measured, not assumed: ``a`` per branch from its own verifications (the
+geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
+``plain_step_s`` from a linear model of the target's step time in scheduled
+tokens, fitted over every step (a + b * tokens, at the current number of
+decoding branches). Low acceptance lowers E; a large batch makes verify steps
+(B * (L+1) tokens) cost more than plain ones (B tokens); saturated drafters
+lengthen rounds. Each shows up as a gain below 1.
+
+A branch whose gain falls below 1 decodes plainly for a backoff number of
+steps (doubling up to a cap while it keeps not paying), then drafts one probe
+round whose measurements decide again: it resumes when drafting pays.
+
+Pure Python, clock injected, like rounds.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+_EMA = 0.2  # weight of the newest sample in moving averages
+_PRIOR = 4.0  # pseudo-observations of the global acceptance in a branch's estimate
+_MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes again
+
+
+def expected_tokens(acceptance: float, num_draft: int) -> float:
+    """E(a, L): tokens one round yields, bonus token included."""
+    if acceptance >= 1.0:
+        return num_draft + 1.0
+    return (1.0 - acceptance ** (num_draft + 1)) / (1.0 - acceptance)
+
+
+@dataclass
+class _Branch:
+    accepted: float = 0.0
+    rejected: float = 0.0
+    round_s: float | None = None
+    last_verified_at: float | None = None
+    paused_steps: int = 0  # plain steps left before the next probe round
+    backoff: int = _MIN_BACKOFF
+
+
+class _StepCostModel:
+    """Exponentially weighted least squares of step seconds on step tokens."""
+
+    def __init__(self):
+        self.n = self.x = self.y = self.xx = self.xy = 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        keep = 1.0 - _EMA / 4  # a slower average: the fit needs a spread of sizes
+        self.n, self.x, self.y = keep * self.n + 1, keep * self.x + tokens, keep * self.y + seconds
+        self.xx, self.xy = keep * self.xx + tokens * tokens, keep * self.xy + tokens * seconds
+
+    def predict(self, tokens: int) -> float | None:
+        if self.n < 4:
+            return None
+        var = self.n * self.xx - self.x * self.x
+        slope = max(0.0, (self.n * self.xy - self.x * self.y) / var) if var > 1e-9 else 0.0
+        intercept = (self.y - slope * self.x) / self.n
+        return max(intercept + slope * tokens, 1e-6)
+
+
+class AdaptiveSpeculation:
+    def __init__(self, num_draft: int, enabled: bool = True, clock=time.monotonic):
+        self.num_draft = num_draft
+        self.enabled = enabled
+        self.clock = clock
+        self.branches: dict[str, _Branch] = {}
+        self.steps = _StepCostModel()
+        self.accepted = self.rejected = 0.0  # global, for the prior
+        self.num_paused_rounds = 0
+
+    def step_done(self, num_tokens: int, seconds: float) -> None:
+        """One target step: ``num_tokens`` scheduled, ``seconds`` of compute."""
+        if num_tokens > 0:
+            self.steps.add(num_tokens, seconds)
+
+    def verified(self, req_id: str, num_drafted: int, num_accepted: int) -> None:
+        """A draft of ``req_id`` was verified: ``num_accepted`` of ``num_drafted``."""
+        b = self.branches.setdefault(req_id, _Branch())
+        rejected = 1.0 if num_accepted < num_drafted else 0.0
+        b.accepted += num_accepted
+        b.rejected += rejected
+        self.accepted += num_accepted
+        self.rejected += rejected
+        now = self.clock()
+        if b.last_verified_at is not None:
+            sample = now - b.last_verified_at
+            b.round_s = sample if b.round_s is None else (1 - _EMA) * b.round_s + _EMA * sample
+        b.last_verified_at = now
+
+    def acceptance(self, req_id: str) -> float:
+        prior = self.accepted / max(self.accepted + self.rejected, 1.0) if self.accepted else 0.5
+        b = self.branches.get(req_id, _Branch())
+        return (b.accepted + _PRIOR * prior) / (b.accepted + b.rejected + _PRIOR)
+
+    def gain(self, req_id: str, num_decoding: int) -> float | None:
+        """Measured gain of drafting ``req_id``; None until it is measurable."""
+        b = self.branches.get(req_id)
+        plain_step_s = self.steps.predict(num_decoding)
+        if b is None or b.round_s is None or plain_step_s is None:
+            return None
+        return expected_tokens(self.acceptance(req_id), self.num_draft) * plain_step_s / b.round_s
+
+    def should_draft(self, req_id: str, num_decoding: int) -> bool:
+        """Asked once per step for each idle decoding branch."""
+        if not self.enabled:
+            return True
+        b = self.branches.setdefault(req_id, _Branch())
+        if b.paused_steps > 0:
+            b.paused_steps -= 1
+            b.last_verified_at = None  # a round spans consecutive verifications only
+            return False
+        gain = self.gain(req_id, num_decoding)
+        if gain is None or gain >= 1.0:
+            b.backoff = _MIN_BACKOFF if gain is not None else b.backoff
+            return True
+        b.paused_steps, b.backoff = b.backoff - 1, min(2 * b.backoff, _MAX_BACKOFF)
+        b.round_s = b.last_verified_at = None  # the probe round measures afresh
+        self.num_paused_rounds += 1
+        return False
+
+    def remove(self, req_id: str) -> None:
+        self.branches.pop(req_id, None)
