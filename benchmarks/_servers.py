@@ -81,7 +81,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
         self.error: str | None = None
-        self.peak_rss = 0
+        self.peak_rss = self.last_rss = 0
         self.process_names: set[str] = set()
         self._seen: dict[int, psutil.Process] = {}
 
@@ -117,6 +117,7 @@ class Server:
                 self.process_names.add(p.name())
             except psutil.Error:
                 pass
+        self.last_rss = total
         self.peak_rss = max(self.peak_rss, total)
 
     def interrupt(self) -> None:
