@@ -54,8 +54,7 @@ def main() -> int:
     )
     port = free_port()
     log = pathlib.Path(tempfile.mkdtemp(prefix="vllm-seed-demo-")) / "server.log"
-    # A token budget no ToT batch exceeds: vLLM 0.32's CPU runner crashes when a
-    # seeded request's prefill is chunked ("CPU Generator does not use offset").
+    # A token budget no ToT batch exceeds (prefills unchunked), as in the benchmark.
     extra = ("--max-num-batched-tokens", "16384")
     server = Server(config, server_argv(config, args.pair_dir, port, extra), log, port)
     print(f"[demo] starting: {' '.join(server.argv)}\n[demo] server log: {log}", file=sys.stderr)

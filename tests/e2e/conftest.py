@@ -9,8 +9,8 @@ import pytest  # noqa: E402
 from tests.conftest import DRAFT_DIR, TARGET_DIR  # noqa: E402
 
 NUM_SPEC_TOKENS = 3
-# A token budget no prompt batch here exceeds: vLLM 0.32's CPU runner crashes on a
-# seeded request whose prefill is chunked ("CPU Generator does not use offset").
+# A token budget no prompt batch here exceeds (every prefill in one step); chunked
+# seeded prefills have their own engine in test_chunked_seeded_prefill.py.
 ENGINE_KW = dict(dtype="float32", max_model_len=1024, seed=0, disable_log_stats=False,
                  enforce_eager=True, max_num_batched_tokens=16384)
 

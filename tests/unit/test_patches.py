@@ -4,20 +4,24 @@ import importlib.metadata
 import subprocess
 import sys
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
 import vllm_seed_patches
-from vllm_seed_patches import cpu_expand_kernel, vllm_dist_alias
+from vllm_seed_patches import cpu_expand_kernel, cpu_generator_offset, vllm_dist_alias
 
-ALL_PATCHES = (cpu_expand_kernel, vllm_dist_alias)
+ALL_PATCHES = (cpu_expand_kernel, cpu_generator_offset, vllm_dist_alias)
+UPSTREAM_HASHES = [kv for p in ALL_PATCHES for kv in vllm_seed_patches.upstream_hashes(p).items()]
 
 
-@pytest.mark.parametrize("patch", ALL_PATCHES, ids=lambda p: p.__name__)
-def test_upstream_symbol_is_the_one_the_patch_was_written_for(patch):
+@pytest.mark.parametrize("target, sha256", UPSTREAM_HASHES, ids=[t for t, _ in UPSTREAM_HASHES])
+def test_upstream_symbol_is_the_one_the_patch_was_written_for(target, sha256):
     # If this fails, vLLM changed the patched code: re-check the bug, then
     # update UPSTREAM_SHA256 or delete the patch (see patches/README.md).
-    assert vllm_seed_patches.upstream_source_sha256(patch.TARGET) == patch.UPSTREAM_SHA256
+    assert vllm_seed_patches.upstream_source_sha256(target) == sha256
 
 
 def expand_inputs(dtype):
@@ -53,6 +57,58 @@ def test_apply_all_patches_cpu_build_once():
     vllm_seed_patches.apply_all()
     assert cpu_triton_utils._expand_kernel_impl is cpu_expand_kernel.expand_kernel_impl
     assert vllm_seed_patches.apply_all() == []
+
+
+def fake_runner(discard):
+    """A model runner with one seeded CPU generator per request (seed = batch index)."""
+    generators = {i: torch.Generator().manual_seed(i) for i in range(len(discard))}
+    return SimpleNamespace(
+        input_batch=SimpleNamespace(num_reqs=len(discard), generators=generators),
+        discard_request_mask=SimpleNamespace(np=np.array(discard + [False] * 4)),  # padded
+    )
+
+
+def draw(runner, *args):
+    """The CPU sampler's use of a generator: one draw per seeded request."""
+    return [int(torch.randint(0, 2**31, (1,), generator=g)) for g in runner.input_batch.generators.values()]
+
+
+def test_upstream_offset_rewind_crashes_on_cpu_generators():
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    with pytest.raises(RuntimeError, match="CPU Generator does not use offset"):
+        GPUModelRunner._bookkeeping_sync(fake_runner([False, True]), None, None, None, None, 0)
+
+
+def test_discarded_sample_leaves_the_generator_as_if_it_never_happened():
+    runner = fake_runner([False, True, False])
+    before = {i: g.get_state() for i, g in runner.input_batch.generators.items()}
+    cpu_generator_offset.make_sample(draw)(runner, None, None)
+    after = {i: g.get_state() for i, g in runner.input_batch.generators.items()}
+    assert torch.equal(after[1], before[1])  # discarded: rewound exactly
+    assert not torch.equal(after[0], before[0]) and not torch.equal(after[2], before[2])
+
+
+def test_bookkeeping_runs_without_the_rewound_generators_and_restores_them():
+    runner = fake_runner([True, False, True])
+    generators = runner.input_batch.generators
+    seen = []
+    bookkeeping = cpu_generator_offset.make_bookkeeping_sync(lambda r: seen.append(set(r.input_batch.generators)))
+    bookkeeping(runner)
+    assert seen == [{1}]
+    assert runner.input_batch.generators is generators and set(generators) == {0, 1, 2}
+
+
+def test_generator_patch_wraps_only_the_cpu_runner_once():
+    from vllm.v1.worker import cpu_model_runner
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    vllm_seed_patches.apply_all()  # before or after the import, the runner ends patched
+    assert cpu_generator_offset.apply() is False
+    runner = cpu_model_runner.CPUModelRunner
+    assert runner._sample is not GPUModelRunner._sample
+    assert runner._bookkeeping_sync is not GPUModelRunner._bookkeeping_sync
+    assert runner._sample.__qualname__.startswith("make_sample")
 
 
 def test_dist_alias_makes_the_vllm_console_script_work():
