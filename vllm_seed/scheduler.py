@@ -36,6 +36,7 @@ class SeedScheduler(Scheduler):
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock
         )
+        self._step_busy_s = 0.0  # this engine step's own time so far (no blocked wait)
         self._step_started_at = None
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
@@ -54,6 +55,7 @@ class SeedScheduler(Scheduler):
         return pool
 
     def schedule(self, *args, **kwargs):
+        started_at, blocked_before = self.rounds.clock(), self.rounds.stats.blocked_wait_s
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
@@ -78,7 +80,9 @@ class SeedScheduler(Scheduler):
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
         stats.drafter_restarts = getattr(self.pool, "restarts", 0)
         self.publisher.maybe_publish()
-        self._step_started_at = self.rounds.clock()
+        now = self.rounds.clock()
+        self._step_busy_s = now - started_at - (stats.blocked_wait_s - blocked_before)
+        self._step_started_at = now
         return out
 
     def update_from_output(self, scheduler_output, model_runner_output):
@@ -91,13 +95,20 @@ class SeedScheduler(Scheduler):
             rid for rid in scheduler_output.num_scheduled_tokens
             if rid in self.requests and self._is_decoding(self.requests[rid])
         ])
+        if self._step_started_at is not None:
+            # A plain step costs what a step costs: scheduling, the forward and
+            # this bookkeeping, not only the forward (idle gaps excluded).
+            self._step_busy_s += self.rounds.clock() - self._step_started_at
+            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_busy_s)
+            self._step_started_at = None
         return outputs
 
     def _measure(self, scheduler_output, model_runner_output) -> None:
         if self._step_started_at is not None:
             self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens,
                                     self.rounds.clock() - self._step_started_at)
-            self._step_started_at = None
+            self._step_busy_s = 0.0  # this engine step's own time so far (no blocked wait)
+        self._step_started_at = None
         index = model_runner_output.req_id_to_index
         for rid, draft in scheduler_output.scheduled_spec_decode_tokens.items():
             if rid in index and draft:
