@@ -21,7 +21,10 @@ lengthen rounds. Each shows up as a gain below 1.
 
 A branch whose gain falls below 1 decodes plainly for a backoff number of
 steps (doubling up to a cap while it keeps not paying), then drafts one probe
-round whose measurements decide again: it resumes when drafting pays.
+round whose measurements decide again: it resumes when drafting pays. A new
+branch is judged by everyone's measurements (a ToT node's siblings need not
+each pay for learning that drafting does not pay), but pauses at most the
+minimum backoff before its own probe, so a changed load is noticed.
 
 Pure Python, clock injected, like rounds.py.
 """
@@ -48,9 +51,15 @@ class _Branch:
     accepted: float = 0.0
     rejected: float = 0.0
     round_s: float | None = None
-    last_verified_at: float | None = None
+    last_step_at: float | None = None  # when its last step (plain or verify) completed
+    last_was_plain: bool = False
     paused_steps: int = 0  # plain steps left before the next probe round
+    probe: bool = False  # the pause is over: draft one round whatever the estimate
     backoff: int = _MIN_BACKOFF
+
+
+def _ema(old: float | None, sample: float) -> float:
+    return sample if old is None else (1 - _EMA) * old + _EMA * sample
 
 
 class _StepCostModel:
@@ -81,26 +90,32 @@ class AdaptiveSpeculation:
         self.branches: dict[str, _Branch] = {}
         self.steps = _StepCostModel()
         self.accepted = self.rejected = 0.0  # global, for the prior
-        self.num_paused_rounds = 0
+        self.round_s: float | None = None  # global: a new branch's estimate
+        self.plain_s: float | None = None  # global: measured plain step interval
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
-        """One target step: ``num_tokens`` scheduled, ``seconds`` of compute."""
+        """One target step: ``num_tokens`` scheduled, ``seconds`` it would cost plainly."""
         if num_tokens > 0:
             self.steps.add(num_tokens, seconds)
 
-    def verified(self, req_id: str, num_drafted: int, num_accepted: int) -> None:
-        """A draft of ``req_id`` was verified: ``num_accepted`` of ``num_drafted``."""
+    def stepped(self, req_id: str, num_drafted: int = 0, num_accepted: int = 0) -> None:
+        """``req_id`` decoded in the step that just completed: plainly
+        (``num_drafted`` 0), or by verifying a draft of ``num_drafted`` tokens."""
         b = self.branches.setdefault(req_id, _Branch())
-        rejected = 1.0 if num_accepted < num_drafted else 0.0
-        b.accepted += num_accepted
-        b.rejected += rejected
-        self.accepted += num_accepted
-        self.rejected += rejected
         now = self.clock()
-        if b.last_verified_at is not None:
-            sample = now - b.last_verified_at
-            b.round_s = sample if b.round_s is None else (1 - _EMA) * b.round_s + _EMA * sample
-        b.last_verified_at = now
+        since = None if b.last_step_at is None else now - b.last_step_at
+        if num_drafted:
+            rejected = 1.0 if num_accepted < num_drafted else 0.0
+            b.accepted += num_accepted
+            b.rejected += rejected
+            self.accepted += num_accepted
+            self.rejected += rejected
+            if since is not None:  # the round: draft wait, queueing and the verify step
+                b.round_s = _ema(b.round_s, since)
+                self.round_s = _ema(self.round_s, since)
+        elif since is not None and b.last_was_plain:
+            self.plain_s = _ema(self.plain_s, since)
+        b.last_step_at, b.last_was_plain = now, not num_drafted
 
     def acceptance(self, req_id: str) -> float:
         prior = self.accepted / max(self.accepted + self.rejected, 1.0) if self.accepted else 0.5
@@ -108,12 +123,14 @@ class AdaptiveSpeculation:
         return (b.accepted + _PRIOR * prior) / (b.accepted + b.rejected + _PRIOR)
 
     def gain(self, req_id: str, num_decoding: int) -> float | None:
-        """Measured gain of drafting ``req_id``; None until it is measurable."""
+        """Measured gain of drafting ``req_id``; None until it is measurable.
+        A branch without rounds of its own is judged by everyone's."""
         b = self.branches.get(req_id)
-        plain_step_s = self.steps.predict(num_decoding)
-        if b is None or b.round_s is None or plain_step_s is None:
+        round_s = b.round_s if b is not None and b.round_s is not None else self.round_s
+        plain_s = self.plain_s if self.plain_s is not None else self.steps.predict(num_decoding)
+        if round_s is None or plain_s is None:
             return None
-        return expected_tokens(self.acceptance(req_id), self.num_draft) * plain_step_s / b.round_s
+        return expected_tokens(self.acceptance(req_id), self.num_draft) * plain_s / round_s
 
     def should_draft(self, req_id: str, num_decoding: int) -> bool:
         """Asked once per step for each idle decoding branch."""
@@ -122,15 +139,19 @@ class AdaptiveSpeculation:
         b = self.branches.setdefault(req_id, _Branch())
         if b.paused_steps > 0:
             b.paused_steps -= 1
-            b.last_verified_at = None  # a round spans consecutive verifications only
+            b.probe = b.paused_steps == 0
             return False
+        if b.probe:  # its own measurement decides, not the stale estimate
+            b.probe = False
+            return True
         gain = self.gain(req_id, num_decoding)
         if gain is None or gain >= 1.0:
-            b.backoff = _MIN_BACKOFF if gain is not None else b.backoff
+            if gain is not None:
+                b.backoff = _MIN_BACKOFF
             return True
-        b.paused_steps, b.backoff = b.backoff - 1, min(2 * b.backoff, _MAX_BACKOFF)
-        b.round_s = b.last_verified_at = None  # the probe round measures afresh
-        self.num_paused_rounds += 1
+        b.paused_steps = b.backoff - 1
+        b.backoff = min(2 * b.backoff, _MAX_BACKOFF)
+        b.round_s = None  # the probe round measures afresh
         return False
 
     def remove(self, req_id: str) -> None:

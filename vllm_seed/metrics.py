@@ -74,6 +74,7 @@ def summary_line(snap: dict) -> str:
         f"queue wait {1000 * snap['queue_wait_s'] / drafts:.2f} ms/draft, "
         f"held back {snap['held_back_steps']} branch-steps, "
         f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
+        f"paused {snap['paused_steps']} branch-steps, "
         f"fallbacks {snap['plain_fallbacks']}, restarts {snap['drafter_restarts']}"
     )
 

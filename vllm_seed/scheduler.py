@@ -36,7 +36,7 @@ class SeedScheduler(Scheduler):
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock
         )
-        self._step_busy_s = 0.0  # this engine step's own time so far (no blocked wait)
+        self._step_cost_s = 0.0  # this engine step as plain decoding would pay it
         self._step_started_at = None
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
@@ -55,7 +55,6 @@ class SeedScheduler(Scheduler):
         return pool
 
     def schedule(self, *args, **kwargs):
-        started_at, blocked_before = self.rounds.clock(), self.rounds.stats.blocked_wait_s
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
@@ -80,14 +79,15 @@ class SeedScheduler(Scheduler):
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
         stats.drafter_restarts = getattr(self.pool, "restarts", 0)
         self.publisher.maybe_publish()
-        now = self.rounds.clock()
-        self._step_busy_s = now - started_at - (stats.blocked_wait_s - blocked_before)
-        self._step_started_at = now
+        self._step_started_at = self.rounds.clock()
         return out
 
     def update_from_output(self, scheduler_output, model_runner_output):
         self._measure(scheduler_output, model_runner_output)
+        started_at = self.rounds.clock()
         outputs = super().update_from_output(scheduler_output, model_runner_output)
+        self._step_cost_s += self.rounds.clock() - started_at
+        self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_cost_s)
         self.rounds.step_done(scheduler_output.num_scheduled_tokens)
         self._sync_branches()
         # Re-draft verified branches now: drafting overlaps the next target step.
@@ -95,25 +95,22 @@ class SeedScheduler(Scheduler):
             rid for rid in scheduler_output.num_scheduled_tokens
             if rid in self.requests and self._is_decoding(self.requests[rid])
         ])
-        if self._step_started_at is not None:
-            # A plain step costs what a step costs: scheduling, the forward and
-            # this bookkeeping, not only the forward (idle gaps excluded).
-            self._step_busy_s += self.rounds.clock() - self._step_started_at
-            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_busy_s)
-            self._step_started_at = None
         return outputs
 
     def _measure(self, scheduler_output, model_runner_output) -> None:
+        # What this step would cost as plain decoding: vLLM's scheduling, the
+        # forward and vLLM's bookkeeping; not SEED's own work, not idle time.
         if self._step_started_at is not None:
-            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens,
-                                    self.rounds.clock() - self._step_started_at)
-            self._step_busy_s = 0.0  # this engine step's own time so far (no blocked wait)
-        self._step_started_at = None
+            self._step_cost_s += self.rounds.clock() - self._step_started_at
+            self._step_started_at = None
         index = model_runner_output.req_id_to_index
-        for rid, draft in scheduler_output.scheduled_spec_decode_tokens.items():
-            if rid in index and draft:
+        spec = scheduler_output.scheduled_spec_decode_tokens
+        for rid, num_tokens in scheduler_output.num_scheduled_tokens.items():
+            if rid in spec and spec[rid] and rid in index:
                 sampled = model_runner_output.sampled_token_ids[index[rid]]
-                self.adaptive.verified(rid, len(draft), max(len(sampled) - 1, 0))
+                self.adaptive.stepped(rid, len(spec[rid]), max(len(sampled) - 1, 0))
+            elif num_tokens == 1:  # a plain decode step
+                self.adaptive.stepped(rid)
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -143,9 +140,11 @@ class SeedScheduler(Scheduler):
         # Held branches still occupy sequence slots: keep max_num_seqs honest.
         self.max_num_running_reqs -= len(held_reqs)
         self.max_num_active_reqs -= len(held_reqs)
+        started_at = self.rounds.clock()
         try:
             return super().schedule(*args, **kwargs)
         finally:
+            self._step_cost_s = self.rounds.clock() - started_at
             self.max_num_running_reqs += len(held_reqs)
             self.max_num_active_reqs += len(held_reqs)
             self.running = self.running + held_reqs

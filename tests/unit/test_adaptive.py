@@ -27,7 +27,13 @@ def fitted(step_s=lambda tokens: 0.005 + 0.001 * tokens, **kw):
 def rounds(ad, clock, rid, accepted, round_s, n=3):
     for _ in range(n):
         clock.t += round_s
-        ad.verified(rid, L, accepted)
+        ad.stepped(rid, L, accepted)
+
+
+def plain_steps(ad, clock, rid, step_s, n=3):
+    for _ in range(n):
+        clock.t += step_s
+        ad.stepped(rid)
 
 
 def test_expected_tokens_counts_the_bonus_token():
@@ -56,13 +62,23 @@ def test_high_acceptance_and_cheap_drafts_keep_drafting():
     assert all(ad.should_draft("a", 1) for _ in range(20))
 
 
+def test_a_measured_plain_step_beats_the_model():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=3, round_s=0.015)
+    plain_steps(ad, clock, "b", step_s=0.002)  # plain steps are cheaper than the fit says
+    assert ad.plain_s == pytest.approx(0.002)
+    assert ad.gain("a", 1) < 1
+
+
 def test_low_acceptance_pauses_then_probes_and_backs_off():
     ad, clock = fitted()
     rounds(ad, clock, "a", accepted=0, round_s=0.015)  # 1 token per 15 ms vs 6 ms plain
     assert ad.gain("a", 1) < 1
-    decisions = [ad.should_draft("a", 1) for _ in range(_MIN_BACKOFF + 1)]
-    assert decisions == [False] * _MIN_BACKOFF + [True]  # paused, then one probe
-    rounds(ad, clock, "a", accepted=0, round_s=0.015)  # the probe does not pay either
+    decisions = [ad.should_draft("a", 1) for _ in range(_MIN_BACKOFF)]
+    assert decisions == [False] * _MIN_BACKOFF
+    plain_steps(ad, clock, "a", step_s=0.006, n=_MIN_BACKOFF)
+    assert ad.should_draft("a", 1)  # one probe round, measured from its last plain step
+    rounds(ad, clock, "a", accepted=0, round_s=0.015, n=1)  # the probe does not pay either
     decisions = [ad.should_draft("a", 1) for _ in range(2 * _MIN_BACKOFF + 1)]
     assert decisions == [False] * (2 * _MIN_BACKOFF) + [True]  # backoff doubled
 
@@ -74,6 +90,18 @@ def test_a_probe_that_pays_resumes_drafting():
         pass
     rounds(ad, clock, "a", accepted=3, round_s=0.012, n=6)  # now it pays
     assert all(ad.should_draft("a", 1) for _ in range(20))
+    assert ad.branches["a"].backoff == _MIN_BACKOFF
+
+
+def test_new_branches_start_from_what_the_others_measured():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)
+    assert not ad.should_draft("a", 1)
+    # A sibling arriving now does not pay for its own first rounds: it starts
+    # paused, and probes after the minimum backoff.
+    assert ad.gain("new", 1) < 1
+    decisions = [ad.should_draft("new", 1) for _ in range(_MIN_BACKOFF + 1)]
+    assert decisions == [False] * _MIN_BACKOFF + [True]
 
 
 def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
@@ -87,11 +115,11 @@ def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
     for i in range(40):  # 60% of rounds fully accepted, the rest rejected at once
         accepted = 3 if i % 5 < 3 else 0
         clock.t += round_s(1)
-        ad.verified("small", L, accepted)
+        ad.stepped("small", L, accepted)
     for i in range(40):
         accepted = 3 if i % 5 < 3 else 0
         clock.t += round_s(64)
-        ad.verified("large", L, accepted)
+        ad.stepped("large", L, accepted)
     assert ad.gain("small", 1) > 1
     assert ad.gain("large", 64) < 1
     assert ad.should_draft("small", 1) and not ad.should_draft("large", 64)
