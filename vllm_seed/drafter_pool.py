@@ -19,6 +19,7 @@ from vllm_seed.config import SeedConfig
 from vllm_seed.messages import DraftBatch, DraftJob
 
 logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0  # before a failed drafter is pinged back
 
 
 def import_ray():
@@ -33,7 +34,7 @@ def import_ray():
 
 
 class DrafterPool:
-    def __init__(self, config: SeedConfig, max_len: int, cpus: tuple[int, ...] = ()):
+    def __init__(self, config: SeedConfig, max_len: int, cpus: tuple[int, ...] = (), drafter_cls=None):
         ray = self.ray = import_ray()
         self._ray_roots: list[psutil.Process] = []
         if not ray.is_initialized():
@@ -45,11 +46,12 @@ class DrafterPool:
             self._ray_roots = [p for p in psutil.Process().children() if p.pid not in before]
         else:
             self._owns_ray = False
-        from vllm_seed.drafter import Drafter
+        if drafter_cls is None:
+            from vllm_seed.drafter import Drafter as drafter_cls
 
         # Ray restarts a dead drafter (the pool pings it back into service);
         # a job in flight when it died fails at once and is not retried.
-        remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Drafter)
+        remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(drafter_cls)
         self.actors = [
             remote.remote(config.draft_model, max_len, i, config.draft_threads, cpus)
             for i in range(config.num_drafters)
@@ -61,12 +63,14 @@ class DrafterPool:
         self._reaper_fd = reaper.start(sorted(self._ray_procs, key=lambda p: p.pid)) if self._owns_ray else None
         self.in_flight: dict = {}  # ObjectRef -> (drafter, submitted_at, req_ids)
         self.pings: dict = {}  # ObjectRef -> drafter: health checks of drafters marked down
+        self.retry_at: dict[int, float] = {}  # down drafter -> when to ping it
+        self.backoff: dict[int, float] = {}  # drafter -> its next wait; doubles per failure
         self.restarts = 0
 
     @property
     def down(self) -> set[int]:
         """Drafters that failed and have not answered a ping since."""
-        return set(self.pings.values())
+        return set(self.retry_at) | set(self.pings.values())
 
     @property
     def num_drafters(self) -> int:
@@ -84,6 +88,7 @@ class DrafterPool:
     ) -> tuple[list[DraftBatch], list[tuple[int, list[str]]]]:
         """Finished batches in completion order, and (drafter, req_ids) of
         failed jobs: raised, actor died, or older than ``job_timeout_s``."""
+        self._check_pings()
         if not self.in_flight:
             return [], []
         refs = list(self.in_flight)
@@ -98,24 +103,32 @@ class DrafterPool:
                 del self.in_flight[ref]
                 logger.warning("SEED drafter %d timed out after %.1fs", drafter, now - submitted_at)
                 failed.append((drafter, req_ids))
+                self.ray.kill(self.actors[drafter], no_restart=False)  # Ray restarts it
         for ref in ready:
             drafter, _, req_ids = self.in_flight.pop(ref)
             try:
                 batches.append(self.ray.get(ref))
+                self.backoff.pop(drafter, None)
             except Exception as e:  # a crashed drafter degrades, never fails requests
                 logger.warning("SEED drafter %d failed: %s", drafter, e)
                 failed.append((drafter, req_ids))
         for drafter, _ in failed:
             self._mark_down(drafter)
-        self._check_pings()
         batches.sort(key=lambda b: b.finished_at)
         return batches, failed
 
     def _mark_down(self, drafter: int) -> None:
         if drafter not in self.down:
-            self.pings[self.actors[drafter].ping.remote()] = drafter
+            wait = self.backoff.get(drafter, MIN_BACKOFF_S)
+            self.backoff[drafter] = min(2 * wait, MAX_BACKOFF_S)
+            self.retry_at[drafter] = time.monotonic() + wait
 
     def _check_pings(self) -> None:
+        now = time.monotonic()
+        for drafter, at in list(self.retry_at.items()):
+            if at <= now:
+                del self.retry_at[drafter]
+                self.pings[self.actors[drafter].ping.remote()] = drafter
         if not self.pings:
             return
         ready, _ = self.ray.wait(list(self.pings), num_returns=len(self.pings), timeout=0)
@@ -126,7 +139,7 @@ class DrafterPool:
                 self.restarts += 1
                 self._note_ray_processes()
                 logger.warning("SEED drafter %d is back", drafter)
-            except Exception:  # still restarting: ask again
+            except Exception:  # still restarting: ask again, later
                 self._mark_down(drafter)
 
     def _note_ray_processes(self) -> None:

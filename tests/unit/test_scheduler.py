@@ -200,3 +200,16 @@ def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
     out = step(sched, {})
     assert out.num_scheduled_tokens == {"a": 1}  # b is held back for its draft
     assert sched.rounds.stats.paused_steps == 2  # after the prefill, and after this step
+
+
+def test_a_branch_longer_than_the_draft_context_decodes_plainly(sched):
+    from vllm_seed.rounds import State
+
+    sched.draft_max_len = 8  # room for 3 + 1 prompt/output tokens, not for 3 more drafted
+    add(sched, "long", prompt=(1, 2, 3, 4))
+    add(sched, "short")
+    step(sched, {})
+    assert [j.req_id for _, jobs in sched.pool.jobs for j in jobs] == ["short"]
+    assert sched.rounds.branches["long"].state is State.OFF
+    out = step(sched, {})
+    assert out.num_scheduled_tokens == {"long": 1}  # short waits for its draft
