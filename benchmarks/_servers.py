@@ -52,7 +52,7 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False))}
 
 
-def server_argv(config: ServerConfig, pair_dir: Path, port: int, kv_cache_mib: int = 1024,
+def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,
                 extra: tuple[str, ...] = ()) -> list[str]:
     """The `vllm serve` command line of `config` on the pair's target (and draft); a small
     explicit KV cache (target and draft share it) lets every server fit in RAM at once."""

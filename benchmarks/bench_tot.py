@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
     servers = {}
     for name in args.configs:
         port = free_port()
-        argv = server_argv(CONFIGS[name], args.pair_dir, port, args.kv_cache_mib, extra)
+        argv = server_argv(CONFIGS[name], args.pair_dir, port, kv_cache_mib=args.kv_cache_mib, extra=extra)
         servers[name] = Server(CONFIGS[name], argv, log_dir / f"{name}.log", port)
     order = run_order(args.reps, args.temperatures, args.modes, args.configs)
     start = time.monotonic()

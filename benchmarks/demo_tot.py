@@ -43,20 +43,27 @@ def seed_metrics(url: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(wanted) and "_created" not in line]
 
 
+def demo_config(args) -> ServerConfig:
+    return ServerConfig(
+        "seed", speculative={"num_speculative_tokens": args.num_speculative_tokens},
+        seed={"num_drafters": args.num_drafters},
+    )
+
+
+def demo_argv(config: ServerConfig, args, port: int) -> list[str]:
+    # A token budget no ToT batch exceeds (prefills unchunked), as in the benchmark.
+    return server_argv(config, args.pair_dir, port, extra=("--max-num-batched-tokens", "16384"))
+
+
 def main() -> int:
     args = parse_args()
     for sub in ("target", "draft"):
         if not (args.pair_dir / sub / "config.json").is_file():
             sys.exit(f"demo: no model in {args.pair_dir / sub}; pass --pair-dir with target/ and draft/")
-    config = ServerConfig(
-        "seed", speculative={"num_speculative_tokens": args.num_speculative_tokens},
-        seed={"num_drafters": args.num_drafters},
-    )
     port = free_port()
     log = pathlib.Path(tempfile.mkdtemp(prefix="vllm-seed-demo-")) / "server.log"
-    # A token budget no ToT batch exceeds (prefills unchunked), as in the benchmark.
-    extra = ("--max-num-batched-tokens", "16384")
-    server = Server(config, server_argv(config, args.pair_dir, port, extra), log, port)
+    config = demo_config(args)
+    server = Server(config, demo_argv(config, args, port), log, port)
     print(f"[demo] starting: {' '.join(server.argv)}\n[demo] server log: {log}", file=sys.stderr)
     with Fleet([server], startup_timeout_s=600) as fleet:
         fleet.wait_ready()

@@ -259,7 +259,7 @@ def main(argv: list[str]) -> int:
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="seed-overload-")) / "server.log"
     extra = ("--enforce-eager", "--max-num-batched-tokens", "16384")
-    server = Server(CONFIGS[args.config], server_argv(CONFIGS[args.config], args.pair_dir, port, 1024, extra),
+    server = Server(CONFIGS[args.config], server_argv(CONFIGS[args.config], args.pair_dir, port, extra=extra),
                     log_path, port)
     model = str(args.pair_dir / "target")
     with Fleet([server], startup_timeout_s=900) as fleet:

@@ -33,7 +33,7 @@ def test_config_names():
 
 def test_plain_argv():
     assert server_argv(CONFIGS["plain"], PAIR, 8001) == BASE
-    argv = server_argv(CONFIGS["plain"], PAIR, 8001, 256, ("--enforce-eager",))
+    argv = server_argv(CONFIGS["plain"], PAIR, 8001, kv_cache_mib=256, extra=("--enforce-eager",))
     assert argv == [*BASE[:-1], "268435456", "--enforce-eager"]
 
 
@@ -98,3 +98,20 @@ def test_rows_median_speedup_acceptance_and_error_row():
     assert table[3].startswith(
         "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 |")
     assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
+
+
+def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):
+    import demo_tot
+
+    monkeypatch.setattr(sys, "argv", ["demo_tot.py", "--pair-dir", "/m"])
+    args = demo_tot.parse_args()
+    argv = demo_tot.demo_argv(demo_tot.demo_config(args), args, 8001)
+    assert argv[:len(BASE)] == BASE
+    assert argv[len(BASE):len(BASE) + 2] == ["--max-num-batched-tokens", "16384"]
+    assert argv[argv.index("--speculative-plugin") + 1] == "seed"
+    assert json.loads(argv[argv.index("--speculative-config") + 1])["model"] == "/m/draft"
+
+
+def test_server_argv_options_are_keyword_only():
+    with pytest.raises(TypeError):  # a tuple of flags once landed in kv_cache_mib
+        server_argv(CONFIGS["plain"], PAIR, 8001, ("--enforce-eager",))
