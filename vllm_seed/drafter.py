@@ -25,8 +25,8 @@ class Drafter:
         if cpus:
             os.sched_setaffinity(0, cpus)
         torch.set_num_threads(num_threads)
-        # Trained small drafts produce denormal activations; on these CPUs
-        # they made a draft job 3x slower (124 -> 41 ms, 3 branches, k=3).
+        # Trained small drafts produce denormal activations, which are slow
+        # on these CPUs (a scratch timing, not a benchmark, showed it).
         torch.set_flush_denormal(True)
         from vllm_seed.draft_model import DraftLM
 
