@@ -46,10 +46,22 @@ def _seed(num_drafters: int, adaptive: bool = True) -> ServerConfig:
                         seed={"num_drafters": num_drafters, "adaptive": adaptive})
 
 
+def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: bool = True) -> ServerConfig:
+    name = "seed-t" + "".join(map(str, k_config)) + ("-r" if replacement else "") + ("" if adaptive else "-fixed")
+    return ServerConfig(name, speculative={"num_speculative_tokens": len(k_config)},
+                        seed={"num_drafters": 1, "adaptive": adaptive, "k_config": list(k_config),
+                              "replacement": replacement})
+
+
 # seed-dN: SEED with N drafters (adaptive speculation, the default);
-# seed-dN-fixed: every round drafts, whatever it gains.
+# seed-dN-fixed: every round drafts, whatever it gains;
+# seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
+# without (or with, -r) replacement.
+TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
-                               *map(_seed, range(1, 4)), _seed(1, adaptive=False))}
+                               *map(_seed, range(1, 4)), _seed(1, adaptive=False),
+                               *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
+                               *(_seed_tree(k, adaptive=False) for k in TREES))}
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

@@ -72,3 +72,51 @@ def set_runner_draft_probs(runner, probs, req_ids: list[str]) -> None:
     """
     runner._draft_probs = probs
     runner._draft_prob_req_ids = req_ids
+
+
+# --- token-tree verification (tree_verify.py) ---------------------------------
+
+PLACEHOLDER_TOKEN_ID = -1  # vllm.v1.sample.rejection_sampler: a rejected slot
+
+
+def apply_top_k_top_p(logits, top_k, top_p):
+    from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p as apply
+
+    return apply(logits, top_k, top_p)
+
+
+def attention_impls(runner):
+    """(impl, layer) of every attention layer of the runner's model."""
+    from vllm.model_executor.layers.attention.attention import Attention
+
+    return [(m.impl, m) for m in runner.get_model().modules() if isinstance(m, Attention)]
+
+
+def wrap_prepare_inputs(runner, after) -> None:
+    """Call ``after()`` once vLLM has built positions and slot mappings.
+
+    ``GPUModelRunner._prepare_inputs`` fills ``runner.positions`` and derives
+    the slot mapping from it; the model reads ``runner.positions`` later."""
+    original = runner._prepare_inputs
+
+    def _prepare_inputs(*args, **kwargs):
+        result = original(*args, **kwargs)
+        after()
+        return result
+
+    runner._prepare_inputs = _prepare_inputs
+
+
+def wrap_rejection_sampler(runner, sample) -> None:
+    """``runner.rejection_sampler(...)`` becomes ``sample(original, ...)``."""
+    original = runner.rejection_sampler
+    runner.rejection_sampler = lambda *args: sample(original, *args)
+
+
+def query_start(runner):
+    """[num_reqs + 1] flat index of each request's first scheduled token."""
+    return runner.query_start_loc.np
+
+
+def positions(runner):
+    return runner.positions

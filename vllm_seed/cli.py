@@ -27,8 +27,9 @@ def seed_engine_overrides(speculative_config: dict | None, seed_config: dict) ->
             '--speculative-config \'{"model": "DRAFT_DIR", "num_speculative_tokens": 3}\''
         )
     k = spec.pop("num_speculative_tokens", None)
-    if k is None and seed_config.get("k_config"):
-        k = len(seed_config["k_config"])
+    k_config = seed_config.get("k_config")
+    if k is None and isinstance(k_config, (list, tuple)) and k_config:
+        k = len(k_config)  # a tree's depth
     spec.pop("method", None)
     if spec:
         raise ValueError(
@@ -42,7 +43,9 @@ def seed_engine_overrides(speculative_config: dict | None, seed_config: dict) ->
         "speculative_config": {
             "method": "custom_class",
             "model": _vllm_compat.PROPOSER_CLS,
-            "num_speculative_tokens": config.num_speculative_tokens,
+            # vLLM sizes its draft slots by this: a tree's nodes all go
+            # through one target step.
+            "num_speculative_tokens": config.num_draft_tokens,
         },
         "scheduler_cls": _vllm_compat.SCHEDULER_CLS,
         "worker_cls": _vllm_compat.WORKER_CLS[_vllm_compat.platform_kind()],

@@ -11,6 +11,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from vllm_seed.tree import TokenTree
+
 ADDITIONAL_CONFIG_KEY = "seed"
 
 
@@ -21,7 +23,8 @@ class SeedConfig:
     as the target)."""
 
     num_speculative_tokens: int
-    """Draft length L: draft tokens proposed per branch per round."""
+    """Draft length L: draft tokens proposed per branch per round; for a
+    token tree, its depth ``len(k_config)``."""
 
     num_drafters: int = 1
     """Drafter actors. Each hosts one copy of the draft model and drafts the
@@ -51,8 +54,14 @@ class SeedConfig:
     adaptive.py. Off: every decoding branch drafts every round."""
 
     k_config: tuple[int, ...] = field(default=())
-    """Token-tree shape (MCSD). Empty means a chain of
-    ``num_speculative_tokens``; only chains are supported in this release."""
+    """Token-tree shape (MCSD, see tree.py): node at level d-1 gets k_d
+    children, e.g. ``[2, 2, 1]``; verified in one target step. Empty (or all
+    ones) means a chain of ``num_speculative_tokens``."""
+
+    replacement: bool = False
+    """Sampled tree drafts: draw a node's children with replacement (True) or
+    without (False: siblings are distinct tokens). Greedy drafts take the
+    top-k distinct tokens either way."""
 
     def __post_init__(self) -> None:
         _require_int("num_speculative_tokens", self.num_speculative_tokens, 1, 16)
@@ -60,8 +69,9 @@ class SeedConfig:
         _require_int("draft_threads", self.draft_threads, 1, os.cpu_count() or 1)
         _require_positive("max_wait_ms", self.max_wait_ms)
         _require_positive("draft_timeout_s", self.draft_timeout_s)
-        if not isinstance(self.adaptive, bool):
-            raise ValueError(f"seed config: adaptive={self.adaptive!r} must be true or false")
+        for name in ("adaptive", "replacement"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:
             raise ValueError(
                 f"seed config: draft_model={self.draft_model!r} must be a path; "
@@ -78,19 +88,34 @@ class SeedConfig:
         usable = sorted(os.sched_getaffinity(0))
         if any(c not in usable for c in cpus):
             raise ValueError(f"seed config: draft_cpus={list(cpus)} must be among this machine's cores {usable}")
+        if not isinstance(self.k_config, (list, tuple)):
+            raise ValueError(f"seed config: k_config={self.k_config!r} must be a list such as [2, 2, 1]")
         k_config = tuple(self.k_config)
         object.__setattr__(self, "k_config", k_config)
-        if k_config and any(k != 1 for k in k_config):
-            raise ValueError(
-                f"seed config: k_config={list(k_config)} is a token tree; this "
-                "release verifies chains only (all ones, e.g. [1, 1, 1])"
-            )
+        if k_config:
+            try:
+                TokenTree(k_config)
+            except ValueError as e:
+                raise ValueError(f"seed config: {e}") from None
         if k_config and len(k_config) != self.num_speculative_tokens:
             raise ValueError(
                 f"seed config: k_config={list(k_config)} has depth {len(k_config)} "
                 f"but num_speculative_tokens={self.num_speculative_tokens}; "
                 "make them equal or leave one out"
             )
+
+    @property
+    def tree(self) -> TokenTree | None:
+        """The draft's token tree; None for a chain."""
+        if not self.k_config or all(k == 1 for k in self.k_config):
+            return None
+        return TokenTree(self.k_config)
+
+    @property
+    def num_draft_tokens(self) -> int:
+        """Draft tokens verified per round: the tree's nodes, or L for a chain."""
+        tree = self.tree
+        return self.num_speculative_tokens if tree is None else tree.num_nodes
 
     def to_dict(self) -> dict:
         return {

@@ -85,37 +85,81 @@ class DraftLM:
         w = self.weights
         x = w["model.embed_tokens.weight"][ids]  # [B, T, H]
         for layer in range(self.num_layers):
-            x = x + self._attention(layer, x, cos, sin, mask, slot_idx, start, lens, past)
-            p = f"model.layers.{layer}."
-            h = _rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
-            gate, up = F.linear(h, w[p + "gate_up"]).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w[p + "mlp.down_proj.weight"])
-        last = x[torch.arange(batch), lens - 1]  # [B, H]
-        last = _rms_norm(last, w["model.norm.weight"], self.eps)
-        return F.linear(last, w["lm_head.weight"])
+            q, k, v = self._qkv(layer, x, cos, sin)
+            keys = torch.cat([self.k[layer, slot_idx, :, :past], k], dim=2)
+            values = torch.cat([self.v[layer, slot_idx, :, :past], v], dim=2)
+            for b in range(batch):  # keep the new tokens' KV for the next round
+                s, n = int(start[b]), int(lens[b])
+                self.k[layer, slot_idx[b], :, s : s + n] = k[b, :, :n]
+                self.v[layer, slot_idx[b], :, s : s + n] = v[b, :, :n]
+            x = x + self._attend(layer, q, keys, values, mask)
+            x = x + self._mlp(layer, x)
+        return self._head(x[torch.arange(batch), lens - 1])  # [B, V]: each branch's last token
 
-    def _attention(self, layer, x, cos, sin, mask, slot_idx, start, lens, past):
-        p = f"model.layers.{layer}."
+    @torch.inference_mode()
+    def forward_nodes(
+        self, slots: list[int], cached: list[int], ids: torch.Tensor, pos: torch.Tensor,
+        node_kv: list, node_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run M token-tree nodes per branch: ``ids`` at positions ``pos`` [B, M].
+
+        Each node sees the first ``cached[b]`` tokens of slot ``slots[b]``,
+        then, under ``node_mask`` [M, P + M] (bool, one tree shape for the
+        batch), the P earlier nodes whose KV is in ``node_kv`` (per layer a
+        (K, V) pair [B, kv_heads, P, D], or None while P = 0) and the new
+        nodes. Node KV never enters the slots (siblings share positions): it
+        is appended to ``node_kv`` in place. Returns the nodes' logits [B, M, V].
+        """
+        batch, width = ids.shape
+        start = torch.tensor(cached)
+        past = int(start.max())
+        node_ok = node_mask[None].expand(batch, -1, -1)  # [B, M, P + M]
+        mask = torch.cat([_cache_mask(start, past, width), node_ok], dim=2)[:, None]  # [B, 1, M, past + P + M]
+        cos, sin = _rope(self.inv_freq, pos)
+        slot_idx = torch.tensor(slots)
+        x = self.weights["model.embed_tokens.weight"][ids]  # [B, M, H]
+        for layer in range(self.num_layers):
+            q, k, v = self._qkv(layer, x, cos, sin)
+            if node_kv[layer] is not None:
+                k = torch.cat([node_kv[layer][0], k], dim=2)  # [B, kv_heads, P + M, D]
+                v = torch.cat([node_kv[layer][1], v], dim=2)
+            node_kv[layer] = (k, v)
+            keys = torch.cat([self.k[layer, slot_idx, :, :past], k], dim=2)
+            values = torch.cat([self.v[layer, slot_idx, :, :past], v], dim=2)
+            x = x + self._attend(layer, q, keys, values, mask)
+            x = x + self._mlp(layer, x)
+        return self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm and LM head: hidden [..., H] -> logits [..., V]."""
+        x = _rms_norm(x, self.weights["model.norm.weight"], self.eps)
+        return F.linear(x, self.weights["lm_head.weight"])
+
+    def _qkv(self, layer, x, cos, sin):
+        """Rotated q [B, heads, T, D] and k, v [B, kv_heads, T, D] of ``x`` [B, T, H]."""
         w = self.weights
         batch, width, _ = x.shape
-        h = _rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
-        qkv = F.linear(h, w[p + "qkv"]).view(batch, width, -1, self.head_dim)
+        h = _rms_norm(x, w[f"model.layers.{layer}.input_layernorm.weight"], self.eps)
+        qkv = F.linear(h, w[f"model.layers.{layer}.qkv"]).view(batch, width, -1, self.head_dim)
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
-        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-        keys = torch.cat([self.k[layer, slot_idx, :, :past], k], dim=2)
-        values = torch.cat([self.v[layer, slot_idx, :, :past], v], dim=2)
-        for b in range(batch):  # keep the new tokens' KV for the next round
-            s, n = int(start[b]), int(lens[b])
-            self.k[layer, slot_idx[b], :, s : s + n] = k[b, :, :n]
-            self.v[layer, slot_idx[b], :, s : s + n] = v[b, :, :n]
+        return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
+
+    def _attend(self, layer, q, keys, values, mask):
         repeat = self.num_heads // self.num_kv_heads
         if repeat > 1:
             keys = keys.repeat_interleave(repeat, dim=1)
             values = values.repeat_interleave(repeat, dim=1)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        batch, _, width, _ = q.shape
         out = out.transpose(1, 2).reshape(batch, width, -1)
-        return F.linear(out, w[p + "self_attn.o_proj.weight"])
+        return F.linear(out, self.weights[f"model.layers.{layer}.self_attn.o_proj.weight"])
+
+    def _mlp(self, layer, x):
+        p = f"model.layers.{layer}."
+        h = _rms_norm(x, self.weights[p + "post_attention_layernorm.weight"], self.eps)
+        gate, up = F.linear(h, self.weights[p + "gate_up"]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.weights[p + "mlp.down_proj.weight"])
 
 
 def _fuse(weights: dict, num_layers: int) -> dict:
@@ -134,11 +178,15 @@ def _fuse(weights: dict, num_layers: int) -> dict:
 def _attention_mask(start, lens, past: int, width: int) -> torch.Tensor:
     # Keys are [slot cache padded to `past` | new tokens]. Branch b sees its
     # first start[b] cached keys and the new keys up to its own position.
-    cache_ok = torch.arange(past)[None, :] < start[:, None]  # [B, past]
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))  # [T, T]
     new_ok = causal[None] & (torch.arange(width)[None, None, :] < lens[:, None, None])
-    cache_ok = cache_ok[:, None, :].expand(-1, width, -1)
-    return torch.cat([cache_ok, new_ok], dim=2)[:, None]  # [B, 1, T, past + T]
+    return torch.cat([_cache_mask(start, past, width), new_ok], dim=2)[:, None]  # [B, 1, T, past + T]
+
+
+def _cache_mask(start, past: int, width: int) -> torch.Tensor:
+    """[B, T, past]: each of a branch's T new rows sees its first start[b] cached keys."""
+    cache_ok = torch.arange(past)[None, :] < start[:, None]  # [B, past]
+    return cache_ok[:, None, :].expand(-1, width, -1)
 
 
 def _rope_inv_freq(config, head_dim: int) -> torch.Tensor:

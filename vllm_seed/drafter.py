@@ -3,6 +3,9 @@
 It keeps a KV slot per branch, prefills only the tokens it has not seen (the
 common prefix of what it cached and the branch's new context is reused), and
 drafts all branches of a job list as one batch: L batched forwards per round.
+A token tree (``k_config``, tree.py) is drafted level by level, one batched
+forward per level; its nodes' KV is kept outside the slot (siblings share
+positions), so after a tree round the slot holds the context only.
 Made a Ray actor only where the pool creates it (drafter_pool.py).
 """
 
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 
 from vllm_seed.messages import Draft, DraftBatch, DraftJob
+from vllm_seed.tree import ROOT, TokenTree
+from vllm_seed.tree_sampling import draft_children
 
 
 class Drafter:
@@ -51,6 +56,14 @@ class Drafter:
 
     def draft(self, jobs: list[DraftJob]) -> DraftBatch:
         start = time.monotonic()
+        drafts: dict[str, Draft] = {}
+        for tree, group in _group_by_tree(jobs).items():  # one group in practice: one k_config
+            out = self._draft_chains(group) if tree is None else self._draft_trees(group, tree)
+            drafts.update((d.req_id, d) for d in out)
+        end = time.monotonic()
+        return DraftBatch(self.index, [drafts[job.req_id] for job in jobs], end, end - start)
+
+    def _draft_chains(self, jobs: list[DraftJob]) -> list[Draft]:
         slots = [self._slot(job.req_id) for job in jobs]
         reused = [self._reuse(job) for job in jobs]
         feed = [job.token_ids[n:] for job, n in zip(jobs, reused)]
@@ -69,13 +82,45 @@ class Drafter:
         for job, toks in zip(jobs, drafted):
             # The last draft token was never fed: its KV is not in the slot.
             self.cached[job.req_id] = list(job.token_ids) + toks[: job.num_draft - 1]
-        drafts = [
+        return [
             Draft(job.req_id, len(job.token_ids), toks[: job.num_draft],
                   None if job.temperature == 0 else np.stack(qs[: job.num_draft]))
             for job, toks, qs in zip(jobs, drafted, probs)
         ]
-        end = time.monotonic()
-        return DraftBatch(self.index, drafts, end, end - start)
+
+    def _draft_trees(self, jobs: list[DraftJob], tree: TokenTree) -> list[Draft]:
+        """Level by level: one forward for all nodes of a level of all branches."""
+        slots = [self._slot(job.req_id) for job in jobs]
+        logits = self._prefill(jobs, slots)[:, None]  # [B, 1, V]: the root's
+        tokens = [[0] * tree.num_nodes for _ in jobs]  # [B, N] in BFS order
+        probs = [[None] * tree.num_nodes for _ in jobs]  # [B, N] q rows [V]
+        node_kv = [None] * self.lm.num_layers
+        for level in range(tree.depth):
+            _draw_level(tree, level, jobs, logits, tokens, probs)
+            if level + 1 < tree.depth:  # leaves are never fed
+                logits = self._feed_level(tree, level, jobs, slots, tokens, node_kv)
+        return [
+            Draft(job.req_id, len(job.token_ids), toks,
+                  None if job.temperature == 0 else torch.stack(qs).numpy())
+            for job, toks, qs in zip(jobs, tokens, probs)
+        ]
+
+    def _prefill(self, jobs: list[DraftJob], slots: list[int]) -> torch.Tensor:
+        """Feed each branch's uncached context into its slot; the root's logits [B, V]."""
+        reused = [self._reuse(job) for job in jobs]
+        logits = self.lm.forward(slots, reused, [job.token_ids[n:] for job, n in zip(jobs, reused)])
+        for job in jobs:  # a tree round leaves only the context in the slot
+            self.cached[job.req_id] = list(job.token_ids)
+        return logits
+
+    def _feed_level(self, tree, level, jobs, slots, tokens, node_kv) -> torch.Tensor:
+        """Run the level's nodes of all branches (KV into node_kv); their logits [B, M, V]."""
+        first, end = tree.level_starts[level], tree.level_starts[level + 1]
+        ids = torch.tensor([t[first:end] for t in tokens])  # [B, M]
+        context = torch.tensor([len(job.token_ids) for job in jobs])  # [B]
+        pos = (context + level)[:, None].expand_as(ids)  # [B, M]: siblings share a position
+        mask = torch.from_numpy(tree.ancestor_mask(end)[first:].copy())  # [M, P + M], P = first
+        return self.lm.forward_nodes(slots, context.tolist(), ids, pos, node_kv, mask)
 
     def _slot(self, req_id: str) -> int:
         if req_id not in self.slot_of:
@@ -97,14 +142,40 @@ class Drafter:
         return n
 
 
+def _group_by_tree(jobs: list[DraftJob]) -> dict[TokenTree | None, list[DraftJob]]:
+    """Jobs by token tree; None collects the chains (no k_config, or all ones)."""
+    groups: dict[TokenTree | None, list[DraftJob]] = {}
+    for job in jobs:
+        tree = TokenTree(job.k_config) if job.k_config else None
+        groups.setdefault(None if tree is None or tree.is_chain else tree, []).append(job)
+    return groups
+
+
+def _draw_level(tree: TokenTree, level: int, jobs, logits, tokens, probs) -> None:
+    """Draw the level's nodes: the children of each node one level up (the root for 0).
+
+    ``logits`` [B, parents, V]: row j is the j-th parent of the level. Writes
+    each child's token and its parent's q into ``tokens`` / ``probs``."""
+    parents = [ROOT] if level == 0 else range(tree.level_starts[level - 1], tree.level_starts[level])
+    for b, job in enumerate(jobs):
+        for j, parent in enumerate(parents):
+            children = tree.children(parent)
+            picked, q = draft_children(logits[b, j], len(children), job.temperature,
+                                       job.replacement, _generator(job, -2 - parent))
+            for child, token in zip(children, picked):
+                tokens[b][child], probs[b][child] = token, q
+
+
+def _generator(job: DraftJob, salt: int) -> torch.Generator | None:
+    """Seeded by (request seed, context length, salt): chain step >= 0, tree -2 - parent < 0."""
+    if job.seed is None:
+        return None
+    return torch.Generator().manual_seed(hash((job.seed, len(job.token_ids), salt)) & 0x7FFFFFFF)
+
+
 def _sample(logits: torch.Tensor, job: DraftJob, step: int) -> tuple[int, np.ndarray | None]:
     if job.temperature == 0:
         return int(logits.argmax()), None
     q = torch.softmax(logits / job.temperature, dim=-1)  # [V]
-    generator = None
-    if job.seed is not None:
-        generator = torch.Generator().manual_seed(
-            hash((job.seed, len(job.token_ids), step)) & 0x7FFFFFFF
-        )
-    token = int(torch.multinomial(q, 1, generator=generator))
+    token = int(torch.multinomial(q, 1, generator=_generator(job, step)))
     return token, q.numpy()

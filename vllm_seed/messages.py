@@ -14,14 +14,16 @@ class DraftJob:
     num_draft: int  # draft length L for this round
     temperature: float  # 0 = greedy (argmax draft, no q)
     seed: int | None = None  # per-request seed: drafts are reproducible
+    k_config: tuple[int, ...] = ()  # a token tree (tree.py) of depth num_draft; () = chain
+    replacement: bool = False  # sampled tree children: drawn with replacement
 
 
 @dataclass
 class Draft:
     req_id: str
     num_context: int  # len(job.token_ids): valid only while the branch has this length
-    token_ids: list[int]  # [L]
-    probs: np.ndarray | None  # [L, V] float32 q each token was sampled from; None if greedy
+    token_ids: list[int]  # [N]: L chain tokens, or a tree's nodes in BFS order
+    probs: np.ndarray | None  # [N, V] float32 q each token was drawn from; None if greedy
 
 
 @dataclass

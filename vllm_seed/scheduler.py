@@ -11,6 +11,7 @@ draft, it blocks on the next one instead of spinning empty steps.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from vllm_seed import _vllm_compat
@@ -22,6 +23,7 @@ from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size
 from vllm_seed.rounds import SeedRounds, State
 
+logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 _SAMPLING_EPS = 1e-5  # vLLM treats temperature below this as greedy
 
 Scheduler = _vllm_compat.scheduler_base()
@@ -43,6 +45,8 @@ class SeedScheduler(Scheduler):
         if not model.skip_tokenizer_init:
             check_same_tokenizer(model.tokenizer, self.seed_config.draft_model, model.trust_remote_code)
         self.pool = self._make_pool(vllm_config)
+        self.tree = self.seed_config.tree
+        self._logged_off: set[str] = set()
 
     def _make_pool(self, vllm_config) -> DrafterPool:
         pool = DrafterPool(self.seed_config, self.draft_max_len, draft_cpus(self.seed_config))
@@ -108,7 +112,8 @@ class SeedScheduler(Scheduler):
         for rid, num_tokens in scheduler_output.num_scheduled_tokens.items():
             if rid in spec and spec[rid] and rid in index:
                 sampled = model_runner_output.sampled_token_ids[index[rid]]
-                self.adaptive.stepped(rid, len(spec[rid]), max(len(sampled) - 1, 0))
+                num_drafted = len(spec[rid]) if self.tree is None else self.tree.depth_of_prefix(len(spec[rid]))
+                self.adaptive.stepped(rid, num_drafted, max(len(sampled) - 1, 0))
             elif num_tokens == 1:  # a plain decode step
                 self.adaptive.stepped(rid)
 
@@ -183,9 +188,11 @@ class SeedScheduler(Scheduler):
     def _job(self, request) -> DraftJob:
         params = request.sampling_params
         temperature = params.temperature if params.temperature >= _SAMPLING_EPS else 0.0
+        config = self.seed_config
         return DraftJob(
-            request.request_id, list(request.all_token_ids),
-            self.seed_config.num_speculative_tokens, temperature, params.seed,
+            request.request_id, list(request.all_token_ids), config.num_speculative_tokens,
+            temperature, params.seed,
+            k_config=config.k_config if self.tree else (), replacement=config.replacement,
         )
 
     def _sync_branches(self) -> None:
@@ -201,7 +208,20 @@ class SeedScheduler(Scheduler):
             if request.request_id not in self.rounds.branches:
                 extra = request.sampling_params.extra_args or {}
                 group = extra.get("seed_group")
-                self.rounds.add(request.request_id, None if group is None else str(group))
+                self.rounds.add(
+                    request.request_id, None if group is None else str(group), self._may_speculate(request)
+                )
+
+    def _may_speculate(self, request) -> bool:
+        """Tree verification computes the target's distribution from raw
+        logits, so a request whose sampling depends on more decodes plainly."""
+        if self.tree is None:
+            return True
+        reason = tree_unsupported_reason(request.sampling_params)
+        if reason and reason not in self._logged_off:
+            self._logged_off.add(reason)
+            logger.warning("SEED token trees: requests with %s decode without speculation", reason)
+        return reason is None
 
     def _num_decoding(self) -> int:
         return sum(1 for r in self.running if self._is_decoding(r))
@@ -212,6 +232,22 @@ class SeedScheduler(Scheduler):
     @staticmethod
     def _is_decoding(request) -> bool:
         return not request.is_finished() and request.num_computed_tokens == request.num_tokens - 1
+
+
+def tree_unsupported_reason(params) -> str | None:
+    """Why a request's sampling cannot be tree-verified exactly, or None."""
+    checks = {
+        "logprobs": params.logprobs is not None,
+        "penalties": params.presence_penalty != 0 or params.frequency_penalty != 0
+        or params.repetition_penalty != 1,
+        "min_p": params.min_p > 0,
+        "min_tokens": params.min_tokens > 0,
+        "logit_bias / allowed_token_ids / bad_words": bool(
+            params.logit_bias or params.allowed_token_ids or params.bad_words
+        ),
+        "structured outputs": params.structured_outputs is not None,
+    }
+    return next((name for name, hit in checks.items() if hit), None)
 
 
 def _max_positions(model_dir: str) -> int:

@@ -1,4 +1,5 @@
-"""Worker side of SEED: draft probabilities q into vLLM's rejection sampler.
+"""Worker side of SEED: draft probabilities q into vLLM's rejection sampler,
+or, when ``k_config`` is a token tree, tree verification (tree_verify.py).
 
 The scheduler ships each verified branch's q as
 ``SchedulerOutput.seed_draft_probs = {req_id: ndarray [n, V]}``; this worker
@@ -14,18 +15,33 @@ import numpy as np
 import torch
 
 from vllm_seed import _vllm_compat
+from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
+from vllm_seed.tree_verify import TreeVerifier
 
 
 class SeedWorkerMixin:
+    _tree_verifier = None
+
     def execute_model(self, scheduler_output, *args, **kwargs):
         probs = getattr(scheduler_output, "seed_draft_probs", None)
-        if probs:
+        verifier = self._tree_verifier_for_config()
+        if verifier is not None:
+            verifier.begin(scheduler_output.scheduled_spec_decode_tokens, probs or {})
+        elif probs:
             req_ids, stacked = stack_draft_probs(
                 scheduler_output.scheduled_spec_decode_tokens, probs
             )
             runner = self.model_runner
             _vllm_compat.set_runner_draft_probs(runner, stacked.to(runner.device), req_ids)
         return super().execute_model(scheduler_output, *args, **kwargs)
+
+    def _tree_verifier_for_config(self):
+        if self._tree_verifier is None:
+            config = SeedConfig.from_dict(self.vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
+            self._tree_verifier = False
+            if config.tree is not None:
+                self._tree_verifier = TreeVerifier(self.model_runner, config.tree, config.replacement)
+        return self._tree_verifier or None
 
 
 def stack_draft_probs(

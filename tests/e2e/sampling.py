@@ -21,6 +21,22 @@ def gsm8k_prompts(n: int) -> list[str]:
     return out
 
 
+def greedy(llm, prompts, lengths, extra=()):
+    from vllm import SamplingParams
+
+    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=bool(i % 2)) for i, n in enumerate(lengths)]
+    # Extra sampled requests share the batch: greedy rows must not notice them.
+    params += [SamplingParams(temperature=1.0, max_tokens=32, seed=i) for i in range(len(extra))]
+    outs = llm.generate(list(prompts) + list(extra), params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs[: len(prompts)]]
+
+
+def greedy_workload(n: int = 30) -> tuple[list[str], list[int]]:
+    """Prompts and output lengths of the greedy token-identity tests."""
+    prompts = gsm8k_prompts(n)
+    return prompts, [8 + 9 * (i % 8) for i in range(n)]
+
+
 def sample_tokens(llm, temperature: float, n: int, seed0: int) -> list[list[int]]:
     from vllm import SamplingParams
 

@@ -8,25 +8,16 @@ import sys
 
 import pytest
 
-from tests.e2e.sampling import REPO, gsm8k_prompts, sample_tokens, spec_counters, two_sample_pvalues
+from tests.e2e.sampling import (
+    REPO, greedy, greedy_workload, gsm8k_prompts, sample_tokens, spec_counters, two_sample_pvalues,
+)
 
 ALPHA = 1e-3  # per position; 4 positions x 2 temperatures
 NUM_SAMPLES = 400
 
 
-def greedy(llm, prompts, lengths, extra=()):
-    from vllm import SamplingParams
-
-    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=bool(i % 2)) for i, n in enumerate(lengths)]
-    # Extra sampled requests share the batch: greedy rows must not notice them.
-    params += [SamplingParams(temperature=1.0, max_tokens=32, seed=i) for i in range(len(extra))]
-    outs = llm.generate(list(prompts) + list(extra), params, use_tqdm=False)
-    return [list(o.outputs[0].token_ids) for o in outs[: len(prompts)]]
-
-
 def test_greedy_is_token_identical_over_prompts_lengths_and_batch_mixes(plain_llm, seed_llm):
-    prompts = gsm8k_prompts(30)
-    lengths = [8 + 9 * (i % 8) for i in range(len(prompts))]
+    prompts, lengths = greedy_workload()
     expected = greedy(plain_llm, prompts, lengths)
     before = spec_counters(seed_llm)
     assert greedy(seed_llm, prompts, lengths) == expected

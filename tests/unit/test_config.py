@@ -26,7 +26,11 @@ def test_defaults_round_trip(random_llama_dir):
         ({"num_drafters": "2"}, "num_drafters='2'"),
         ({"num_speculative_tokens": 0}, "num_speculative_tokens=0"),
         ({"max_wait_ms": -1}, "max_wait_ms=-1 must be a positive number"),
-        ({"k_config": [2, 2, 1]}, "k_config=[2, 2, 1] is a token tree"),
+        ({"k_config": [2, 2]}, "k_config=[2, 2] has depth 2 but num_speculative_tokens=3"),
+        ({"k_config": [2, 0, 1]}, "k_config=[2, 0, 1] must be a non-empty list of positive integers"),
+        ({"k_config": [4, 4, 4]}, "k_config=[4, 4, 4] has 84 nodes; at most 64"),
+        ({"k_config": 3}, "k_config=3 must be a list"),
+        ({"replacement": 1}, "replacement=1 must be true or false"),
         ({"k_config": [1, 1]}, "k_config=[1, 1] has depth 2 but num_speculative_tokens=3"),
         ({"adaptive": "yes"}, "adaptive='yes' must be true or false"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
@@ -86,3 +90,16 @@ def test_cli_flag_rewrites_engine_args(random_llama_dir):
 def test_seed_config_without_plugin_is_an_error():
     with pytest.raises(ValueError, match="--seed-config needs --speculative-plugin seed"):
         apply_to_engine_args(argparse.Namespace(), argparse.Namespace(speculative_plugin=None, seed_config="{}"))
+
+
+def test_tree_config_counts_its_nodes(random_llama_dir):
+    tree = config(random_llama_dir, k_config=[2, 2, 1], replacement=True)
+    assert tree.tree.num_nodes == 10 and tree.num_draft_tokens == 10 and tree.replacement
+    chain = config(random_llama_dir, k_config=[1, 1, 1])
+    assert chain.tree is None and chain.num_draft_tokens == 3
+
+
+def test_tree_sizes_vllm_draft_slots_by_nodes(random_llama_dir):
+    out = seed_engine_overrides({"model": random_llama_dir}, {"k_config": [3, 2, 1]})
+    assert out["speculative_config"]["num_speculative_tokens"] == 3 + 6 + 6
+    assert out["additional_config"]["seed"]["num_speculative_tokens"] == 3

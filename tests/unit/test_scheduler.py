@@ -31,7 +31,7 @@ class FakePool:
         pass
 
 
-def make_scheduler(model_dir, max_num_seqs=8, budget=256):
+def make_scheduler(model_dir, max_num_seqs=8, budget=256, **seed_config):
     import vllm_seed
     from vllm.config import CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig, SpeculativeConfig, VllmConfig
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
@@ -39,7 +39,7 @@ def make_scheduler(model_dir, max_num_seqs=8, budget=256):
 
     from vllm_seed.scheduler import SeedScheduler
 
-    kw = vllm_seed.seed_llm_kwargs(model_dir, 3, num_drafters=2)
+    kw = vllm_seed.seed_llm_kwargs(model_dir, 3, num_drafters=2, **seed_config)
     model = ModelConfig(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=256)
     config = VllmConfig(
         model_config=model,
@@ -64,11 +64,12 @@ def make_scheduler(model_dir, max_num_seqs=8, budget=256):
     return TestScheduler(config, kv, structured_output_manager=StructuredOutputManager(config), block_size=BLOCK, log_stats=True)
 
 
-def add(sched, rid, group=None, temperature=0.0, prompt=(1, 2, 3)):
+def add(sched, rid, group=None, temperature=0.0, prompt=(1, 2, 3), **sampling):
     from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
-    params = SamplingParams(max_tokens=50, temperature=temperature, extra_args={"seed_group": group} if group else None)
+    params = SamplingParams(max_tokens=50, temperature=temperature,
+                            extra_args={"seed_group": group} if group else None, **sampling)
     sched.add_request(Request(rid, list(prompt), params, None))
 
 
@@ -213,3 +214,38 @@ def test_a_branch_longer_than_the_draft_context_decodes_plainly(sched):
     assert sched.rounds.branches["long"].state is State.OFF
     out = step(sched, {})
     assert out.num_scheduled_tokens == {"long": 1}  # short waits for its draft
+
+
+def test_tree_rounds_draft_the_tree_and_verify_all_its_nodes(random_llama_dir):
+    sched = make_scheduler(random_llama_dir, k_config=[2, 2, 1], replacement=True)
+    pool = sched.pool
+    add(sched, "a", temperature=1.0)
+    step(sched, {})
+    job = pool.jobs[-1][1][0]
+    assert (job.num_draft, job.k_config, job.replacement) == (3, (2, 2, 1), True)
+    nodes = list(range(20, 30))  # 10 nodes in BFS order
+    q = np.full((10, 8), 1 / 8, dtype=np.float32)
+    pool.ready.append(DraftBatch(0, [Draft("a", len(job.token_ids), nodes, q)], 1.0, 0.001))
+    out = step(sched, {"a": [20, 22, 26, 5]})  # the walk accepted a path of 3, then a bonus
+    assert out.scheduled_spec_decode_tokens == {"a": nodes}
+    assert out.num_scheduled_tokens == {"a": 11}
+    assert out.seed_draft_probs["a"].shape == (10, 8)
+    req = sched.requests["a"]
+    assert req.num_computed_tokens == req.num_tokens - 1  # 7 rejected node slots rolled back
+    # Adaptive speculation sees a full-depth acceptance (3 of depth 3), not 3 of 10 nodes.
+    assert (sched.adaptive.accepted, sched.adaptive.rejected) == (3, 0)
+
+
+@pytest.mark.parametrize("sampling", [
+    {"logprobs": 2}, {"repetition_penalty": 1.2}, {"presence_penalty": 0.5}, {"min_p": 0.1},
+    {"min_tokens": 3}, {"logit_bias": {3: 1.0}}, {"allowed_token_ids": [1, 2]},
+])
+def test_tree_mode_decodes_plainly_what_it_cannot_verify_exactly(random_llama_dir, sampling):
+    from vllm_seed.rounds import State
+
+    sched = make_scheduler(random_llama_dir, k_config=[2, 2, 1])
+    add(sched, "a", temperature=1.0, **sampling)
+    add(sched, "b", temperature=1.0)
+    step(sched, {})
+    assert sched.rounds.branches["a"].state is State.OFF
+    assert [j.req_id for _, jobs in sched.pool.jobs for j in jobs] == ["b"]

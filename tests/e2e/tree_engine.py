@@ -1,0 +1,37 @@
+"""Runs a SEED token-tree engine in a fresh process and writes what it produced.
+
+One engine per tree shape, each in its own process, so the session never
+holds more than one of them (their Ray drafters and KV caches) at a time.
+Usage: python -m tests.e2e.tree_engine OUT.json '{"k_config": [2, 2, 1]}' T [T ...]
+"""
+
+import json
+import os
+import sys
+
+NUM_SAMPLES = 400
+
+if __name__ == "__main__":
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM
+
+    import vllm_seed
+    from tests.conftest import DRAFT_DIR, TARGET_DIR
+    from tests.e2e.conftest import ENGINE_KW
+    from tests.e2e.sampling import greedy, greedy_workload, gsm8k_prompts, sample_tokens, spec_counters
+
+    out, seed_config, temperatures = sys.argv[1], json.loads(sys.argv[2]), [float(t) for t in sys.argv[3:]]
+    depth = len(seed_config["k_config"])
+    llm = LLM(
+        model=str(TARGET_DIR), **ENGINE_KW,
+        **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), depth, num_drafters=2, adaptive=False, **seed_config),
+    )
+    prompts, lengths = greedy_workload()
+    result = {
+        "greedy": greedy(llm, prompts, lengths),
+        "greedy_mixed": greedy(llm, prompts, lengths, extra=gsm8k_prompts(6)),
+        "samples": {str(t): sample_tokens(llm, t, NUM_SAMPLES, seed0=100_000) for t in temperatures},
+        "counters": spec_counters(llm),
+    }
+    with open(out, "w") as f:
+        json.dump(result, f)

@@ -1,0 +1,120 @@
+"""Tree attention over the paged CPU KV cache, against a dense per-path oracle."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vllm_seed.tree import TokenTree
+from vllm_seed.tree_attention import TreeRequest, TreeStep, _read_context_kv
+
+BLOCK, HEADS, KV_HEADS, D = 32, 4, 2, 32
+
+
+class CPUVecImpl:
+    """The two things TreeStep uses of vLLM's CPU attention impl."""
+
+    head_size, scale = D, D**-0.5
+
+    def __init__(self, isa):
+        self.isa = isa
+
+    def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping):
+        from vllm import _custom_ops as ops
+
+        nb, h, bs, _ = kv_cache.shape
+        key_cache, value_cache = kv_cache.view(nb, h, 2 * bs, -1).chunk(2, dim=2)
+        ops.cpu_attn_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, self.isa)
+
+
+def slots_of(block_ids, positions):
+    return torch.tensor([block_ids[p // BLOCK] * BLOCK + p % BLOCK for p in positions])
+
+
+@pytest.mark.parametrize("isa", ["vec", "vec16"])
+def test_context_read_matches_vllm_cache_writer(isa):
+    kv_cache = torch.zeros(6, KV_HEADS, BLOCK, 2 * D)
+    block_ids = torch.tensor([4, 1, 3])
+    n = 70  # spans three blocks, the last one partly
+    keys, values = torch.randn(n, KV_HEADS, D), torch.randn(n, KV_HEADS, D)
+    CPUVecImpl(isa).do_kv_cache_update(None, keys, values, kv_cache, slots_of(block_ids.tolist(), range(n)))
+    k, v = _read_context_kv(kv_cache, block_ids, n)
+    assert torch.equal(k, keys.transpose(0, 1)) and torch.equal(v, values.transpose(0, 1))
+
+
+def dense_path_attention(q, ctx_k, ctx_v, root_k, root_v, node_k, node_v, path):
+    """Oracle: the last node of ``path`` attends causally to context + root + path."""
+    keys = torch.cat([ctx_k, root_k[None], node_k[path]])  # [L, kvh, D]
+    values = torch.cat([ctx_v, root_v[None], node_v[path]])
+    keys = keys.repeat_interleave(HEADS // KV_HEADS, dim=1).transpose(0, 1)  # [H, L, D]
+    values = values.repeat_interleave(HEADS // KV_HEADS, dim=1).transpose(0, 1)
+    weights = torch.softmax(q[:, None] @ keys.transpose(1, 2) * D**-0.5, dim=-1)  # [H, 1, L]
+    return (weights @ values)[:, 0]  # [H, D]
+
+
+@pytest.mark.parametrize("k_config, num_nodes", [((2, 2, 1), 10), ((3, 2, 1), 7), ((1, 1, 1), 3)])
+def test_tree_rows_attend_to_context_root_and_ancestors_only(k_config, num_nodes):
+    torch.manual_seed(0)
+    tree = TokenTree(k_config)
+    impl = CPUVecImpl("vec")
+    kv_cache = torch.zeros(8, KV_HEADS, BLOCK, 2 * D)
+    block_ids = [5, 2, 7]
+    num_cached = 40
+    ctx_k, ctx_v = torch.randn(num_cached, KV_HEADS, D), torch.randn(num_cached, KV_HEADS, D)
+    impl.do_kv_cache_update(None, ctx_k, ctx_v, kv_cache, slots_of(block_ids, range(num_cached)))
+    # The batch: a 3-token other request first, then [root, nodes...].
+    start, m = 3, num_nodes
+    total = start + 1 + m
+    query, key, value = (torch.randn(total, n, D) for n in (HEADS, KV_HEADS, KV_HEADS))
+    output = torch.zeros(total, HEADS * D)
+    metadata = SimpleNamespace(
+        query_start_loc=torch.tensor([0, start, total]),
+        seq_lens=torch.tensor([3, num_cached + 1 + m]),
+        block_table=torch.tensor([[0, 0, 0], block_ids]),
+        slot_mapping=torch.cat([torch.arange(3), slots_of(block_ids, range(num_cached, num_cached + 1 + m))]),
+    )
+    step = TreeStep(tree)
+    req = TreeRequest("r", m, None, row=1, start=start)
+    step.begin([req])
+    step.attend(impl, None, query, key, value, kv_cache, metadata, output)
+    out = output.view(total, HEADS, D)
+    for node in range(m):
+        expected = dense_path_attention(
+            query[start + 1 + node], ctx_k, ctx_v, key[start], value[start],
+            key[start + 1 :], value[start + 1 :], tree.path(node),
+        )
+        torch.testing.assert_close(out[start + 1 + node], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[: start + 1], torch.zeros(start + 1, HEADS, D))  # other rows untouched
+    assert torch.equal(req.slots, metadata.slot_mapping[start + 1 :])
+
+
+def test_compaction_moves_the_accepted_path_to_its_levels():
+    tree = TokenTree((2, 2, 1))
+    impl = CPUVecImpl("vec")
+    kv_cache = torch.zeros(4, KV_HEADS, BLOCK, 2 * D)
+    block_ids = [3, 1]
+    num_cached, m = 30, tree.num_nodes
+    node_slots = slots_of(block_ids, range(num_cached + 1, num_cached + 1 + m))
+    node_k, node_v = torch.randn(m, KV_HEADS, D), torch.randn(m, KV_HEADS, D)
+    impl.do_kv_cache_update(None, node_k, node_v, kv_cache, node_slots)  # as the forward wrote them
+    step = TreeStep(tree)
+    req = TreeRequest("r", m, None, row=0, start=0, slots=node_slots, keys=[node_k], values=[node_v])
+    step.begin([req])
+    step.layers = [(impl, None, kv_cache)]
+    accepted = [1, 5, 9]  # node 1 -> its child rank 1 (5) -> leaf 9
+    step.compact(req, accepted)
+    k, v = _read_context_kv(kv_cache, torch.tensor(block_ids), num_cached + 1 + len(accepted))
+    got_k, got_v = k[:, num_cached + 1 :].transpose(0, 1), v[:, num_cached + 1 :].transpose(0, 1)
+    assert torch.equal(got_k, node_k[accepted]) and torch.equal(got_v, node_v[accepted])
+
+
+def test_locate_gives_nodes_their_level_positions():
+    tree = TokenTree((2, 2, 1))
+    step = TreeStep(tree)
+    req = TreeRequest("b", 7, None)
+    step.begin([req])
+    positions = torch.arange(100, 112)  # request "a": 4 tokens, then b's root + 7 nodes
+    step.locate({"a": 0, "b": 1}, np.array([0, 4, 12]), positions)
+    assert (req.row, req.start) == (1, 4)
+    assert positions.tolist() == [100, 101, 102, 103, 104, 105, 105, 106, 106, 106, 106, 107]
