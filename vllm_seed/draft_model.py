@@ -114,7 +114,7 @@ class DraftLM:
         start = torch.tensor(cached)
         past = int(start.max())
         node_ok = node_mask[None].expand(batch, -1, -1)  # [B, M, P + M]
-        mask = torch.cat([_cache_mask(start, past, width), node_ok], dim=2)[:, None]  # [B, 1, M, past + P + M]
+        mask = torch.cat([_cache_mask(start, past, width), node_ok], dim=2)[:, None]  # [B, 1, M, past+P+M]
         cos, sin = _rope(self.inv_freq, pos)
         slot_idx = torch.tensor(slots)
         x = self.weights["model.embed_tokens.weight"][ids]  # [B, M, H]
