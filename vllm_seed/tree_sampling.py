@@ -1,12 +1,29 @@
-"""Sampling on MCSD token trees (torch, device-agnostic): drafting children.
+"""Sampling on MCSD token trees (torch, device-agnostic): drafting and verifying.
 
-``draft_children`` picks the k children of one tree node from the draft's
-logits at that node: greedy drafting takes the top-k distinct tokens; sampled
-drafting draws k tokens from q = softmax(logits / T), with replacement or
-without (sequentially: draw, remove, renormalise). Every child keeps q, the
-distribution its draw started from; verification (below) re-derives the
-removals from the children's order. Any q is lossless as long as the walk
-sees the same q the draws used.
+Drafting. ``draft_children`` picks the k children of one tree node from the
+draft's logits at that node: greedy drafting takes the top-k distinct tokens;
+sampled drafting draws k tokens from q = softmax(logits / T), with replacement
+or without (sequentially: draw, remove, renormalise). Every child keeps q, the
+distribution its draw started from; verification re-derives the removals from
+the children's rank order. Any q is lossless as long as the walk sees the same
+q the draws used.
+
+Verifying (the acceptance walk). Vocabulary as in vLLM's rejection sampler:
+
+- **accepted** tokens: draft nodes the walk keeps, one per level, each a
+  child of the previous one (the first a child of the root);
+- **recovered** token: drawn from the residual target where the walk stops
+  because every present child of the node (the root if nothing was accepted)
+  was rejected;
+- **bonus** token: drawn from the target where the walk stops because the node
+  has no present child (a leaf, or its children fell outside a truncated BFS
+  prefix of ``num_nodes`` nodes);
+- **output** tokens: the accepted tokens, then one recovered or bonus token.
+
+At a node with target p and its children x_1..x_k (drawn from q), the walk
+tries x_i in rank order: accept with probability min(1, p(x_i) / q(x_i));
+on rejection p <- norm(max(0, p - q)) and, for draws without replacement,
+q loses x_i (as the next draw did). The output follows the target exactly.
 """
 
 from __future__ import annotations
@@ -39,27 +56,22 @@ def draft_children(
     return tokens.tolist(), q
 
 
-# --- verification: the MCSD acceptance walk ----------------------------------
-#
-# Vocabulary as in vLLM's rejection sampler: *accepted* tokens are draft nodes
-# the walk keeps; the walk ends with one more token, *recovered* (sampled from
-# the residual after every present child of the last node was rejected) or
-# *bonus* (sampled from the target when the last node has no present child).
-
-
 def verify_tree_greedy(
     tree: TokenTree, num_nodes: int, tokens: Sequence[int], target_argmax: Sequence[int]
 ) -> tuple[list[int], int]:
-    """Greedy target: descend into the child equal to the target's argmax.
+    """Greedy target: at each node accept the present child (rank order) whose
+    token is the target's argmax there; stop where none is.
 
-    ``target_argmax[0]`` is the argmax after the root, ``[1 + i]`` after node i.
-    Returns (accepted nodes, final token = the argmax where the walk stopped)."""
+    ``tokens[i]``: node i's token (the first ``num_nodes`` BFS nodes are present).
+    ``target_argmax[0]``: the target's argmax after the root; ``[1 + i]``: after node i.
+    Returns (accepted nodes along the path, final token = the argmax at the last
+    node reached: recovered if its children were all rejected, else bonus)."""
     accepted, node = [], ROOT
     while True:
-        want = target_argmax[node + 1]
-        match = next((c for c in tree.children(node, num_nodes) if tokens[c] == want), None)
+        want = int(target_argmax[node + 1])
+        match = next((c for c in tree.children(node, num_nodes) if int(tokens[c]) == want), None)
         if match is None:
-            return accepted, int(want)
+            return accepted, want
         accepted.append(match)
         node = match
 
@@ -68,48 +80,70 @@ def verify_tree(
     tree: TokenTree,
     num_nodes: int,
     tokens: Sequence[int],
-    target_probs: torch.Tensor,  # [num_nodes + 1, V]: row 0 after the root, 1 + i after node i
+    target_probs: torch.Tensor,  # [num_nodes + 1, V]: row 0 after the root, row 1 + i after node i
     draft_probs: torch.Tensor,  # [num_nodes, V]: row i is the q node i was drawn from
     replacement: bool,
     generator: torch.Generator | None = None,
 ) -> tuple[list[int], int]:
-    """Sampled target, MCSD rule (children tried in rank order at each node):
-    accept x with probability min(1, p(x) / q(x)); on rejection p <- residual,
-    and without replacement q loses x. Returns (accepted nodes, final token)."""
+    """Sampled target, MCSD rule: at each node try the present children in rank
+    order (``_accept_child``); descend into the accepted one, whose target row
+    is the next p and whose children's draft row the next q. Where no child is
+    accepted, the final token is drawn from p: the residual (recovered token)
+    or, with no present child, the target row itself (bonus token).
+    Returns (accepted nodes along the path, final token)."""
     if draft_probs is None:
         raise ValueError("verify_tree needs the draft distributions of a sampled tree draft")
     accepted, node = [], ROOT
     while True:
-        p = target_probs[node + 1].double()  # [V]
-        children = tree.children(node, num_nodes)
-        q = draft_probs[children[0]].double() if children else None
-        for child in children:
-            x = tokens[child]
-            if _uniform(generator, p.device) * q[x] < p[x]:  # u < p(x) / q(x)
-                break
-            p = residual(p, q)
-            if not replacement:
-                q = without(q, x)
-        else:  # no child accepted (or none present): recovered / bonus token
-            return accepted, int(torch.multinomial(p.float(), 1, generator=generator))
+        p = target_probs[node + 1].to(torch.float64)  # [V]
+        child, p = _accept_child(tree.children(node, num_nodes), tokens, p, draft_probs, replacement, generator)
+        if child is None:
+            return accepted, _sample(p, generator)
         accepted.append(child)
         node = child
 
 
+def _accept_child(children, tokens, p, draft_probs, replacement, generator):
+    """Siblings in rank order: (the accepted child, p) or (None, the residual p)."""
+    if not children:
+        return None, p
+    q = draft_probs[children[0]].to(p.device, torch.float64)  # [V]: the siblings' first draw
+    for child in children:
+        x = int(tokens[child])
+        if _uniform(generator, p.device) * q[x] < p[x]:  # u < p(x) / q(x)
+            return child, p
+        p = residual(p, q)
+        if not replacement:
+            q = without(q, x)  # the next sibling was drawn without x
+    return None, p
+
+
+# A residual with less mass than this is rounding noise of p == q; rejection
+# had at most this probability, so keeping p changes the output by at most it.
+_EMPTY_RESIDUAL = 1e-6
+
+
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """norm(max(0, p - q)); p itself if nothing is left (rejection had probability 0)."""
-    r = (p - q).clamp_min(0)
+    """norm(max(0, p - q)): the target given that a draw from q was rejected;
+    p itself when nothing is left (rejection had probability ~0)."""
+    r = (p - q).clamp_min(0)  # [V]
     total = r.sum()
-    return p if total <= 0 else r / total
+    return p if total <= _EMPTY_RESIDUAL else r / total
 
 
 def without(q: torch.Tensor, x: int) -> torch.Tensor:
-    """q with token x removed and renormalised (the next sibling's draw)."""
+    """q with token x removed and renormalised: the next draw without replacement."""
     q = q.clone()
     q[x] = 0
     total = q.sum()
     return q if total <= 0 else q / total
 
 
-def _uniform(generator, device) -> torch.Tensor:
-    return torch.rand((), generator=generator, device=device, dtype=torch.float64)
+def _uniform(generator: torch.Generator | None, device: torch.device) -> float:
+    device = device if generator is None else generator.device
+    return float(torch.rand((), generator=generator, device=device, dtype=torch.float64))
+
+
+def _sample(p: torch.Tensor, generator: torch.Generator | None) -> int:
+    device = p.device if generator is None else generator.device
+    return int(torch.multinomial(p.to(device), 1, generator=generator))
