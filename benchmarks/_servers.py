@@ -61,7 +61,8 @@ TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
-                               *(_seed_tree(k, adaptive=False) for k in TREES))}
+                               *(_seed_tree(k, adaptive=False) for k in TREES),
+                               _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

@@ -151,8 +151,10 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"step, {w['max_states']} state, max_tokens {w['max_tokens']}, seed {args.seed}; "
         f"latency = {args.latency_problems} questions one ToT at a time, throughput = "
         f"{args.throughput_tots} ToTs at once; {args.reps} alternating reps, median (min–max). "
-        f"Baseline: plain (no speculative decoding); {STOCK_NOTE}. SEED: chain drafts k=3, "
-        f"`num_drafters` d. Command: `{command}`")
+        f"Baseline: plain (no speculative decoding); {STOCK_NOTE}. SEED: seed-dN = chain drafts "
+        f"k=3 with N drafters; seed-tK1K2K3 = one drafter, MCSD token tree k_config=(K1, K2, K3), "
+        f"all nodes verified in one target step (-r: children drawn with replacement); -fixed = "
+        f"every round drafts (adaptive speculation off). Command: `{command}`")
 
 
 def _model_text(m: dict) -> str:

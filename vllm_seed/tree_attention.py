@@ -117,7 +117,10 @@ def check_backend(impl, layer) -> None:
     """Tree attention reproduces this backend's math only for plain causal layers."""
     isa = getattr(layer, "isa", None)
     problems = []
-    if isa not in SUPPORTED_CPU_ISAS:
+    if isa is None:
+        problems.append(f"the {type(impl).__name__} attention backend (only the CPU backend's KV "
+                        "layout has a reader, _read_context_kv)")
+    elif isa not in SUPPORTED_CPU_ISAS:
         problems.append(f"CPU attention isa={isa!r} (supported: {list(SUPPORTED_CPU_ISAS)})")
     if impl.sliding_window not in (-1, None):
         problems.append(f"sliding_window={impl.sliding_window}")

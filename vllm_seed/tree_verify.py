@@ -27,7 +27,8 @@ from vllm_seed.tree_sampling import verify_tree, verify_tree_greedy
 
 
 class TreeVerifier:
-    """Owns a runner's tree step; installed once per worker when k_config is a tree."""
+    """Owns a runner's tree step; installed once per worker when k_config is a
+    tree, after the KV cache (and so the attention backend) is set up."""
 
     def __init__(self, runner, tree: TokenTree, replacement: bool):
         self.runner = runner
@@ -35,14 +36,11 @@ class TreeVerifier:
         self.replacement = replacement
         _vllm_compat.wrap_prepare_inputs(runner, self._after_prepare_inputs)
         _vllm_compat.wrap_rejection_sampler(runner, self._sample)
-        self._wrapped_attention = False
+        for impl, layer in _vllm_compat.attention_impls(runner):
+            check_backend(impl, layer)
+            _wrap_attention(impl, self.step)
 
     def begin(self, spec_tokens: dict[str, list[int]], probs: dict[str, np.ndarray]) -> None:
-        if not self._wrapped_attention:  # the model exists once the runner loaded it
-            for impl, layer in _vllm_compat.attention_impls(self.runner):
-                check_backend(impl, layer)
-                _wrap_attention(impl, self.step)
-            self._wrapped_attention = True
         self.step.begin([
             TreeRequest(rid, len(tokens), _as_tensor(probs.get(rid), len(tokens)))
             for rid, tokens in spec_tokens.items() if tokens

@@ -22,6 +22,11 @@ from vllm_seed.tree_verify import TreeVerifier
 class SeedWorkerMixin:
     _tree_verifier = None
 
+    def initialize_from_config(self, *args, **kwargs):
+        super().initialize_from_config(*args, **kwargs)
+        # The attention backend exists now: an unsupported one fails at startup.
+        self._tree_verifier_for_config()
+
     def execute_model(self, scheduler_output, *args, **kwargs):
         probs = getattr(scheduler_output, "seed_draft_probs", None)
         verifier = self._tree_verifier_for_config()

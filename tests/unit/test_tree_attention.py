@@ -118,3 +118,23 @@ def test_locate_gives_nodes_their_level_positions():
     step.locate({"a": 0, "b": 1}, np.array([0, 4, 12]), positions)
     assert (req.row, req.start) == (1, 4)
     assert positions.tolist() == [100, 101, 102, 103, 104, 105, 105, 106, 106, 106, 106, 107]
+
+
+@pytest.mark.parametrize("isa, impl_kw, message", [
+    (None, {}, "the FakeImpl attention backend"),
+    ("amx", {}, "CPU attention isa='amx'"),
+    ("vec", {"sliding_window": 128}, "sliding_window=128"),
+    ("vec", {"sinks": torch.zeros(2)}, "attention sinks"),
+])
+def test_unsupported_attention_fails_at_startup_naming_why(isa, impl_kw, message):
+    from vllm_seed.tree_attention import check_backend
+
+    class FakeImpl:
+        sliding_window, alibi_slopes, logits_soft_cap, sinks = -1, None, 0, None
+
+    impl = FakeImpl()
+    for name, value in impl_kw.items():
+        setattr(impl, name, value)
+    with pytest.raises(NotImplementedError, match="token-tree verification does not support") as e:
+        check_backend(impl, SimpleNamespace(isa=isa))
+    assert message in str(e.value)
