@@ -157,17 +157,19 @@ def _draw_level(tree: TokenTree, level: int, jobs, logits, tokens, probs) -> Non
     ``logits`` [B, parents, V]: row j is the j-th parent of the level. Writes
     each child's token and its parent's q into ``tokens`` / ``probs``."""
     parents = [ROOT] if level == 0 else range(tree.level_starts[level - 1], tree.level_starts[level])
-    for b, job in enumerate(jobs):
-        for j, parent in enumerate(parents):
-            children = tree.children(parent)
-            picked, q = draft_children(logits[b, j], len(children), job.temperature,
-                                       job.replacement, _generator(job, -2 - parent))
-            for child, token in zip(children, picked):
-                tokens[b][child], probs[b][child] = token, q
+    k = tree.k_config[level]
+    first = tree.level_starts[level]  # children of parent j: first + j*k .. first + j*k + k-1
+    for b, job in enumerate(jobs):  # all parents of a branch in one draw
+        picked, q = draft_children(logits[b], k, job.temperature, job.replacement,
+                                   _generator(job, -2 - level))  # [P][k], q [P, V]
+        for j in range(len(parents)):
+            for rank, token in enumerate(picked[j]):
+                tokens[b][first + j * k + rank] = token
+                probs[b][first + j * k + rank] = None if q is None else q[j]
 
 
 def _generator(job: DraftJob, salt: int) -> torch.Generator | None:
-    """Seeded by (request seed, context length, salt): chain step >= 0, tree -2 - parent < 0."""
+    """Seeded by (request seed, context length, salt): chain step >= 0, tree -2 - level < 0."""
     if job.seed is None:
         return None
     return torch.Generator().manual_seed(hash((job.seed, len(job.token_ids), salt)) & 0x7FFFFFFF)

@@ -62,7 +62,7 @@ class SeedScheduler(Scheduler):
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
-        self._dispatch(decoding)
+        self._dispatch(decoding, num_decoding=len(decoding))
         verify, held = self.rounds.plan(decoding)
         if held and len(held) == len(self.running) and not self._can_admit():
             # Nothing to run but drafts in flight: wait for the first one.
@@ -171,9 +171,10 @@ class SeedScheduler(Scheduler):
         for _, req_ids in failed:
             self.rounds.fail(req_ids)
 
-    def _dispatch(self, req_ids: list[str]) -> None:
+    def _dispatch(self, req_ids: list[str], num_decoding: int | None = None) -> None:
         k = self.seed_config.num_speculative_tokens
-        num_decoding = self._num_decoding()
+        if num_decoding is None:
+            num_decoding = self._num_decoding()
         for rid in req_ids:
             branch = self.rounds.branches.get(rid)
             if branch is None or branch.state is not State.IDLE:

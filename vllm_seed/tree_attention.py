@@ -45,8 +45,19 @@ class TreeRequest:
     draft_probs: torch.Tensor | None  # [M, V] q of each node; None if greedy
     row: int = -1  # batch row (vLLM's input-batch order)
     start: int = -1  # flat index of the root token in the batch
-    slots: torch.Tensor | None = None  # [M] KV slots of positions c+1 .. c+M
-    keys: list[torch.Tensor] = field(default_factory=list)  # per layer [M, kv_heads, D]
+
+
+@dataclass
+class _Plan:
+    """Index tensors of one step's trees, padded to M = the largest tree (R trees)."""
+
+    nodes: torch.Tensor  # [R, M] flat batch index of each node (padding: the root)
+    current: torch.Tensor  # [R, 1 + M] flat index of the root, then the nodes
+    ctx_block: torch.Tensor  # [R, C] cache block of each context position
+    ctx_offset: torch.Tensor  # [R, C] offset in that block
+    mask: torch.Tensor  # [R, 1, M, C + 1 + M] bool: context, root, ancestors
+    slots: torch.Tensor  # [R, M] KV slots of positions c+1 .. c+M
+    keys: list[torch.Tensor] = field(default_factory=list)  # per layer [R, M, kv_heads, D]
     values: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -57,14 +68,12 @@ class TreeStep:
         self.tree = tree
         self.requests: list[TreeRequest] = []
         self.layers: list[tuple[object, object, torch.Tensor]] = []  # (impl, layer, kv_cache)
+        self.plan: _Plan | None = None
 
     def begin(self, requests: list[TreeRequest]) -> None:
         self.requests = requests
         self.layers = []
-
-    def end(self) -> None:
-        self.requests = []
-        self.layers = []
+        self.plan = None
 
     def locate(self, req_id_to_row: dict[str, int], query_start: list[int], positions: torch.Tensor) -> None:
         """Find each tree in the flat batch and give its nodes their level positions."""
@@ -76,41 +85,66 @@ class TreeStep:
             positions[nodes] = positions[req.start] + 1 + levels.to(positions.device)
 
     def attend(self, impl, layer, query, key, value, kv_cache, metadata, output) -> None:
-        """Recompute the tree rows of ``output`` with the ancestor mask."""
+        """Recompute the tree rows of ``output`` with the ancestor mask, all trees at once."""
+        if self.plan is None:
+            self.plan = self._make_plan(metadata, kv_cache.shape[2])
+        plan = self.plan
         self.layers.append((impl, layer, kv_cache))
         head_dim = impl.head_size
         query = query.view(query.shape[0], -1, head_dim)  # [T, H, D]
         key = key.view(key.shape[0], -1, head_dim)  # [T, kv_heads, D]
         value = value.view(value.shape[0], -1, head_dim)
+        k_ctx, v_ctx = _read_context_kv(kv_cache, plan.ctx_block, plan.ctx_offset)  # [R, C, kvh, D]
+        keys = torch.cat([k_ctx, key[plan.current]], dim=1)  # [R, C+1+M, kvh, D]
+        values = torch.cat([v_ctx, value[plan.current]], dim=1)
+        attended = _attention(query[plan.nodes], keys, values, plan.mask, impl.scale)  # [R, M, H, D]
         out = output.view(output.shape[0], -1, head_dim)  # [T, H, D]
+        for r, req in enumerate(self.requests):
+            out[req.start + 1 : req.start + 1 + req.num_nodes] = attended[r, : req.num_nodes]
+        plan.keys.append(key[plan.nodes])
+        plan.values.append(value[plan.nodes])
+
+    def _make_plan(self, metadata, block_size: int) -> _Plan:
+        device = metadata.slot_mapping.device
+        width = max(req.num_nodes for req in self.requests)
+        cached = []
         for req in self.requests:
-            s, m = req.start, req.num_nodes
             _check_layout(metadata, req)
-            if req.slots is None:
-                req.slots = metadata.slot_mapping[s + 1 : s + 1 + m].clone()
-            num_cached = int(metadata.seq_lens[req.row]) - (1 + m)
-            k_ctx, v_ctx = _read_context_kv(kv_cache, metadata.block_table[req.row], num_cached)
-            keys = torch.cat([k_ctx, key[s : s + 1 + m].transpose(0, 1)], dim=1)  # [kv_heads, c+1+M, D]
-            values = torch.cat([v_ctx, value[s : s + 1 + m].transpose(0, 1)], dim=1)
-            mask = self._mask(num_cached, m, query.device)  # [M, c+1+M]
-            out[s + 1 : s + 1 + m] = _attention(query[s + 1 : s + 1 + m], keys, values, mask, impl.scale)
-            req.keys.append(key[s + 1 : s + 1 + m].clone())
-            req.values.append(value[s + 1 : s + 1 + m].clone())
+            cached.append(int(metadata.seq_lens[req.row]) - (1 + req.num_nodes))
+        rows = torch.tensor([req.row for req in self.requests], device=device)
+        starts = torch.tensor([req.start for req in self.requests], device=device)
+        counts = torch.tensor([req.num_nodes for req in self.requests], device=device)
+        offsets = torch.arange(1, width + 1, device=device)
+        nodes = torch.where(offsets <= counts[:, None], starts[:, None] + offsets, starts[:, None])  # [R, M]
+        positions = torch.arange(max(cached), device=device)  # [C]
+        ctx_block = metadata.block_table[rows][:, positions // block_size].long()  # [R, C]
+        ctx_ok = positions[None, :] < torch.tensor(cached, device=device)[:, None]  # [R, C]
+        tree_mask = torch.from_numpy(self.tree.ancestor_mask(width).copy()).to(device)  # [M, M]
+        mask = torch.cat([
+            ctx_ok[:, None, :].expand(-1, width, -1),
+            torch.ones(len(rows), width, 1, dtype=torch.bool, device=device),  # the root
+            tree_mask[None].expand(len(rows), -1, -1),
+        ], dim=2)[:, None]
+        return _Plan(
+            nodes=nodes, current=torch.cat([starts[:, None], nodes], dim=1), ctx_block=ctx_block,
+            ctx_offset=(positions % block_size)[None].expand(len(rows), -1), mask=mask,
+            slots=metadata.slot_mapping[nodes].clone(),
+        )
 
-    def _mask(self, num_cached: int, m: int, device) -> torch.Tensor:
-        nodes = torch.from_numpy(self.tree.ancestor_mask(m).copy()).to(device)  # [M, M]
-        context = torch.ones(m, num_cached + 1, dtype=torch.bool, device=device)
-        return torch.cat([context, nodes], dim=1)
-
-    def compact(self, req: TreeRequest, accepted: list[int]) -> None:
-        """Move the accepted nodes' KV to the slots of their levels."""
-        moves = [(level, node) for level, node in enumerate(accepted) if node != level]
-        if not moves:
+    def compact(self, accepted: list[list[int]]) -> None:
+        """Move each tree's accepted nodes' KV to the slots of their levels."""
+        src, dst = [], []
+        for r, path in enumerate(accepted):
+            for level, node in enumerate(path):
+                if node != level:
+                    src.append((r, node))
+                    dst.append(self.plan.slots[r, level])
+        if not src:
             return
-        src = torch.tensor([node for _, node in moves])
-        dst = req.slots[torch.tensor([level for level, _ in moves])]
-        for (impl, layer, kv_cache), k, v in zip(self.layers, req.keys, req.values):
-            impl.do_kv_cache_update(layer, k[src], v[src], kv_cache, dst)
+        rows, nodes = (torch.tensor(x) for x in zip(*src))
+        slots = torch.stack(dst)
+        for (impl, layer, kv_cache), k, v in zip(self.layers, self.plan.keys, self.plan.values):
+            impl.do_kv_cache_update(layer, k[rows, nodes], v[rows, nodes], kv_cache, slots)
 
 
 def check_backend(impl, layer) -> None:
@@ -145,32 +179,28 @@ def _check_layout(metadata, req: TreeRequest) -> None:
         )
 
 
-def _read_context_kv(kv_cache: torch.Tensor, block_ids: torch.Tensor, num_tokens: int):
-    """K and V of a branch's first ``num_tokens`` positions, each [kv_heads, n, D].
+def _read_context_kv(kv_cache: torch.Tensor, blocks: torch.Tensor, offsets: torch.Tensor):
+    """K and V at cache (block, offset) pairs [R, C]: each [R, C, kv_heads, D].
 
     CPU ``vec`` layout: ``kv_cache`` is [blocks, kv_heads, block_size, 2 * D];
     per block and head, the keys are stored transposed ([D, block_size]), then
-    the values ([block_size, D]). tests/e2e/test_tree_verify.py checks this
+    the values ([block_size, D]). tests/unit/test_tree_attention.py checks this
     against vLLM's own cache writer.
     """
     num_blocks, kv_heads, block_size, two_d = kv_cache.shape
     head_dim = two_d // 2
-    used = block_ids[: (num_tokens + block_size - 1) // block_size].long()
-    halves = kv_cache.view(num_blocks, kv_heads, 2, block_size * head_dim)[used]  # [b, kvh, 2, bs*D]
-    n = len(used)
-    keys = halves[:, :, 0].reshape(n, kv_heads, head_dim, block_size).permute(1, 0, 3, 2)
-    values = halves[:, :, 1].reshape(n, kv_heads, block_size, head_dim).transpose(0, 1)
-    keys = keys.reshape(kv_heads, -1, head_dim)[:, :num_tokens]  # [kvh, n, D]
-    values = values.reshape(kv_heads, -1, head_dim)[:, :num_tokens]
+    halves = kv_cache.view(num_blocks, kv_heads, 2, block_size * head_dim)
+    keys = halves[:, :, 0].view(num_blocks, kv_heads, head_dim, block_size)[blocks, :, :, offsets]
+    values = halves[:, :, 1].view(num_blocks, kv_heads, block_size, head_dim)[blocks, :, offsets, :]
     return keys, values
 
 
 def _attention(query, keys, values, mask, scale: float) -> torch.Tensor:
-    """query [M, H, D]; keys/values [kv_heads, L, D]; mask [M, L] -> [M, H, D]."""
-    repeat = query.shape[1] // keys.shape[0]
+    """query [R, M, H, D]; keys/values [R, L, kv_heads, D]; mask [R, 1, M, L] -> [R, M, H, D]."""
+    repeat = query.shape[2] // keys.shape[2]
+    q, k, v = (t.transpose(1, 2).float() for t in (query, keys, values))  # [R, heads, *, D]
     if repeat > 1:
-        keys = keys.repeat_interleave(repeat, dim=0)
-        values = values.repeat_interleave(repeat, dim=0)
-    q = query.transpose(0, 1).float()  # [H, M, D]
-    out = F.scaled_dot_product_attention(q, keys.float(), values.float(), attn_mask=mask, scale=scale)
-    return out.transpose(0, 1).to(query.dtype)
+        k = k.repeat_interleave(repeat, dim=1)
+        v = v.repeat_interleave(repeat, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).to(query.dtype)

@@ -38,20 +38,22 @@ _UNIFORM_MIX = 1e-6
 
 
 def draft_children(
-    logits: torch.Tensor,  # [V]
+    logits: torch.Tensor,  # [V], or [P, V]: P parents at once
     k: int,
     temperature: float,
     replacement: bool,
     generator: torch.Generator | None = None,
-) -> tuple[list[int], torch.Tensor | None]:
-    """(k child tokens in rank order, q [V] or None when greedy)."""
+) -> tuple[list, torch.Tensor | None]:
+    """(k child tokens in rank order, q [V] or None when greedy); for [P, V]
+    logits, a list of P such token lists and q [P, V]."""
     if temperature == 0:
         return logits.topk(k).indices.tolist(), None
-    q = torch.softmax(logits.float() / temperature, dim=-1)  # [V]
-    if not replacement and int((q > 0).sum()) < k:
+    q = torch.softmax(logits.float() / temperature, dim=-1)  # [..., V]
+    short = (q > 0).sum(dim=-1, keepdim=True) < k
+    if not replacement and bool(short.any()):
         # Underflow left fewer than k drawable tokens. Any q is lossless if
         # verification sees the same q, so mix in a little of the uniform.
-        q = (1 - _UNIFORM_MIX) * q + _UNIFORM_MIX / q.numel()
+        q = torch.where(short, (1 - _UNIFORM_MIX) * q + _UNIFORM_MIX / q.shape[-1], q)
     tokens = torch.multinomial(q, k, replacement=replacement, generator=generator)
     return tokens.tolist(), q
 

@@ -64,13 +64,15 @@ class TreeVerifier:
         tree_logits = self._tree_logits(metadata, logits)
         output = chain_sampler(metadata, draft_probs, logits, sampling_metadata)
         sampled = output.sampled_token_ids  # [num_reqs, max_spec_len + 1]
+        paths = []
         for req, rows in zip(self.step.requests, tree_logits):
             tokens = metadata.draft_token_ids[_draft_slice(metadata, req)].tolist()
             accepted, final = self._walk(req, tokens, rows, sampling_metadata)
             emitted = [tokens[i] for i in accepted] + [final]
             sampled[req.row].fill_(_vllm_compat.PLACEHOLDER_TOKEN_ID)
             sampled[req.row, : len(emitted)] = torch.tensor(emitted, dtype=sampled.dtype)
-            self.step.compact(req, accepted)
+            paths.append(accepted)
+        self.step.compact(paths)
         return output
 
     def _tree_logits(self, metadata, logits) -> list[torch.Tensor]:

@@ -28,6 +28,14 @@ class CPUVecImpl:
         ops.cpu_attn_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, self.isa)
 
 
+def read_positions(kv_cache, block_ids, n):
+    """[n, kv_heads, D] K and V of one branch's first n positions."""
+    blocks = torch.tensor([[block_ids[p // BLOCK] for p in range(n)]])
+    offsets = torch.arange(n)[None] % BLOCK
+    k, v = _read_context_kv(kv_cache, blocks, offsets)
+    return k[0], v[0]
+
+
 def slots_of(block_ids, positions):
     return torch.tensor([block_ids[p // BLOCK] * BLOCK + p % BLOCK for p in positions])
 
@@ -39,8 +47,8 @@ def test_context_read_matches_vllm_cache_writer(isa):
     n = 70  # spans three blocks, the last one partly
     keys, values = torch.randn(n, KV_HEADS, D), torch.randn(n, KV_HEADS, D)
     CPUVecImpl(isa).do_kv_cache_update(None, keys, values, kv_cache, slots_of(block_ids.tolist(), range(n)))
-    k, v = _read_context_kv(kv_cache, block_ids, n)
-    assert torch.equal(k, keys.transpose(0, 1)) and torch.equal(v, values.transpose(0, 1))
+    k, v = read_positions(kv_cache, block_ids.tolist(), n)
+    assert torch.equal(k, keys) and torch.equal(v, values)
 
 
 def dense_path_attention(q, ctx_k, ctx_v, root_k, root_v, node_k, node_v, path):
@@ -53,40 +61,45 @@ def dense_path_attention(q, ctx_k, ctx_v, root_k, root_v, node_k, node_v, path):
     return (weights @ values)[:, 0]  # [H, D]
 
 
-@pytest.mark.parametrize("k_config, num_nodes", [((2, 2, 1), 10), ((3, 2, 1), 7), ((1, 1, 1), 3)])
-def test_tree_rows_attend_to_context_root_and_ancestors_only(k_config, num_nodes):
+def test_tree_rows_attend_to_context_root_and_ancestors_only():
+    """Three trees of different sizes and contexts in one batch, plus a plain row."""
     torch.manual_seed(0)
-    tree = TokenTree(k_config)
+    tree = TokenTree((2, 2, 1))
     impl = CPUVecImpl("vec")
-    kv_cache = torch.zeros(8, KV_HEADS, BLOCK, 2 * D)
-    block_ids = [5, 2, 7]
-    num_cached = 40
-    ctx_k, ctx_v = torch.randn(num_cached, KV_HEADS, D), torch.randn(num_cached, KV_HEADS, D)
-    impl.do_kv_cache_update(None, ctx_k, ctx_v, kv_cache, slots_of(block_ids, range(num_cached)))
-    # The batch: a 3-token other request first, then [root, nodes...].
-    start, m = 3, num_nodes
-    total = start + 1 + m
+    kv_cache = torch.zeros(12, KV_HEADS, BLOCK, 2 * D)
+    trees = [([5, 2, 7], 40, 10), ([1, 9], 33, 7), ([3], 5, 3)]  # (blocks, cached, nodes)
+    contexts = []
+    for blocks, cached, _ in trees:
+        ctx = torch.randn(cached, KV_HEADS, D), torch.randn(cached, KV_HEADS, D)
+        impl.do_kv_cache_update(None, *ctx, kv_cache, slots_of(blocks, range(cached)))
+        contexts.append(ctx)
+    starts, begin = [], 3  # a 3-token plain request comes first
+    for _, _, m in trees:
+        starts.append(begin)
+        begin += 1 + m
+    total = begin
     query, key, value = (torch.randn(total, n, D) for n in (HEADS, KV_HEADS, KV_HEADS))
     output = torch.zeros(total, HEADS * D)
     metadata = SimpleNamespace(
-        query_start_loc=torch.tensor([0, start, total]),
-        seq_lens=torch.tensor([3, num_cached + 1 + m]),
-        block_table=torch.tensor([[0, 0, 0], block_ids]),
-        slot_mapping=torch.cat([torch.arange(3), slots_of(block_ids, range(num_cached, num_cached + 1 + m))]),
+        query_start_loc=torch.tensor([0, *starts, total]),
+        seq_lens=torch.tensor([3] + [c + 1 + m for _, c, m in trees]),
+        block_table=torch.tensor([[0, 0, 0]] + [b + [0] * (3 - len(b)) for b, _, _ in trees]),
+        slot_mapping=torch.cat([torch.arange(3)] + [
+            slots_of(b, range(c, c + 1 + m)) for b, c, m in trees]),
     )
     step = TreeStep(tree)
-    req = TreeRequest("r", m, None, row=1, start=start)
-    step.begin([req])
+    step.begin([TreeRequest(f"r{i}", m, None, row=1 + i, start=s) for i, ((_, _, m), s) in enumerate(zip(trees, starts))])
     step.attend(impl, None, query, key, value, kv_cache, metadata, output)
     out = output.view(total, HEADS, D)
-    for node in range(m):
-        expected = dense_path_attention(
-            query[start + 1 + node], ctx_k, ctx_v, key[start], value[start],
-            key[start + 1 :], value[start + 1 :], tree.path(node),
-        )
-        torch.testing.assert_close(out[start + 1 + node], expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(out[: start + 1], torch.zeros(start + 1, HEADS, D))  # other rows untouched
-    assert torch.equal(req.slots, metadata.slot_mapping[start + 1 :])
+    for (_, _, m), s, (ctx_k, ctx_v) in zip(trees, starts, contexts):
+        for node in range(m):
+            expected = dense_path_attention(
+                query[s + 1 + node], ctx_k, ctx_v, key[s], value[s], key[s + 1 :], value[s + 1 :], tree.path(node),
+            )
+            torch.testing.assert_close(out[s + 1 + node], expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out[s], torch.zeros(HEADS, D))  # root rows keep the kernel's result
+    assert torch.equal(out[:3], torch.zeros(3, HEADS, D))  # other rows untouched
+    assert torch.equal(step.plan.slots[0], metadata.slot_mapping[starts[0] + 1 : starts[0] + 11])
 
 
 def test_compaction_moves_the_accepted_path_to_its_levels():
@@ -99,14 +112,13 @@ def test_compaction_moves_the_accepted_path_to_its_levels():
     node_k, node_v = torch.randn(m, KV_HEADS, D), torch.randn(m, KV_HEADS, D)
     impl.do_kv_cache_update(None, node_k, node_v, kv_cache, node_slots)  # as the forward wrote them
     step = TreeStep(tree)
-    req = TreeRequest("r", m, None, row=0, start=0, slots=node_slots, keys=[node_k], values=[node_v])
-    step.begin([req])
+    step.begin([TreeRequest("r", m, None, row=0, start=0)])
+    step.plan = SimpleNamespace(slots=node_slots[None], keys=[node_k[None]], values=[node_v[None]])
     step.layers = [(impl, None, kv_cache)]
     accepted = [1, 5, 9]  # node 1 -> its child rank 1 (5) -> leaf 9
-    step.compact(req, accepted)
-    k, v = _read_context_kv(kv_cache, torch.tensor(block_ids), num_cached + 1 + len(accepted))
-    got_k, got_v = k[:, num_cached + 1 :].transpose(0, 1), v[:, num_cached + 1 :].transpose(0, 1)
-    assert torch.equal(got_k, node_k[accepted]) and torch.equal(got_v, node_v[accepted])
+    step.compact([accepted])
+    k, v = read_positions(kv_cache, block_ids, num_cached + 1 + len(accepted))
+    assert torch.equal(k[num_cached + 1 :], node_k[accepted]) and torch.equal(v[num_cached + 1 :], node_v[accepted])
 
 
 def test_locate_gives_nodes_their_level_positions():
