@@ -96,6 +96,16 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "–" if value is None else format(value * scale, spec)
 
 
+def _levels(per_pos: list[float] | None) -> list[float] | None:
+    """A tree draft's positions beyond its depth are never accepted: show its levels only."""
+    if not per_pos:
+        return per_pos
+    end = len(per_pos)
+    while end > 1 and per_pos[end - 1] == 0:
+        end -= 1
+    return per_pos[:end]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| config | T | mode | output tok/s, median (min–max) | speedup vs plain "
              "| mean acceptance length | acceptance per position | TTFT ms | TPOT ms "
@@ -107,7 +117,7 @@ def markdown_table(rows: list[dict]) -> str:
             lines.append(f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
                          f"| error: {r['error'][:80]} |" + " – |" * 7)
             continue
-        per_pos = spec.get("per_position")
+        per_pos = _levels(spec.get("per_position"))
         lines.append(
             f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
             f"| {tps['median']:.1f} ({tps['min']:.1f}–{tps['max']:.1f}) "

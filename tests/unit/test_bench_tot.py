@@ -28,7 +28,10 @@ def test_run_order_alternates_configs_innermost():
 
 def test_config_names():
     assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
-                             "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed"]
+                             "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed",
+                             "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
+                             "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
+                             "seed-t221-r-fixed"]
 
 
 def test_plain_argv():
@@ -115,3 +118,13 @@ def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):
 def test_server_argv_options_are_keyword_only():
     with pytest.raises(TypeError):  # a tuple of flags once landed in kv_cache_mib
         server_argv(CONFIGS["plain"], PAIR, 8001, ("--enforce-eager",))
+
+
+def test_tree_rows_show_acceptance_per_level_and_their_seed_config():
+    from _report import _levels
+
+    assert _levels([0.97, 0.9, 0.8, 0.0, 0.0, 0.0, 0.0]) == [0.97, 0.9, 0.8]
+    assert _levels([0.5, 0.0, 0.25]) == [0.5, 0.0, 0.25] and _levels([0.0]) == [0.0]
+    tree = CONFIGS["seed-t221-r-fixed"]
+    assert tree.seed == {"num_drafters": 1, "adaptive": False, "k_config": [2, 2, 1], "replacement": True}
+    assert tree.speculative == {"num_speculative_tokens": 3}
