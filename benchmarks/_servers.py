@@ -95,6 +95,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.error: str | None = None
         self.peak_rss = self.last_rss = 0
+        self.last_rss_by_name: dict[str, int] = {}
         self.process_names: set[str] = set()
         self._seen: dict[int, psutil.Process] = {}
 
@@ -116,21 +117,24 @@ class Server:
             return False
 
     def sample_memory(self) -> None:
-        """Sum RSS over the process tree now; keep the peak and remember every process."""
+        """Sum RSS over the process tree now (also per process name); keep the peak and
+        remember every process."""
         try:
             root = psutil.Process(self.proc.pid)
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0
+        total, by_name = 0, {}
         for p in tree:
             try:
-                total += p.memory_info().rss
+                rss, name = p.memory_info().rss, p.name()
+                total += rss
+                by_name[name] = by_name.get(name, 0) + rss
                 self._seen.setdefault(p.pid, p)
-                self.process_names.add(p.name())
+                self.process_names.add(name)
             except psutil.Error:
                 pass
-        self.last_rss = total
+        self.last_rss, self.last_rss_by_name = total, by_name
         self.peak_rss = max(self.peak_rss, total)
 
     def interrupt(self) -> None:

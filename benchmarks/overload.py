@@ -34,6 +34,7 @@ from vllm_seed.tot import ToTConfig
 from vllm_seed.tot.bfs import BreadthFirstSearch
 from vllm_seed.tot.client import OpenAIClient, _http_json
 from vllm_seed.tot.registry import make_task
+from vllm_seed.tot.runner import latency_summary
 
 REPO = Path(__file__).resolve().parents[1]
 CHAT_MAX_TOKENS = 48
@@ -117,15 +118,6 @@ def chat_client(i: int, url: str, model: str, stop: threading.Event, log: Log) -
         n += 1
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    xs = sorted(values)
-    pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
-    return {"p50_s": round(pick(0.50), 3), "p99_s": round(pick(0.99), 3),
-            "mean_s": round(statistics.fmean(xs), 3), "count": len(xs)}
-
-
 def run_load(server: Server, model: str, args) -> dict:
     log, errors, stop = Log(), [], threading.Event()
     rss: list[tuple[float, int]] = []
@@ -142,7 +134,7 @@ def run_load(server: Server, model: str, args) -> dict:
         server.sample_memory()
         now = round(time.monotonic() - start, 1)
         rss.append((now, server.last_rss))
-        for name, total in rss_by_name(server).items():
+        for name, total in server.last_rss_by_name.items():
             by_name.setdefault(name, []).append((now, total))
     stop.set()
     for t in threads:  # drain: every request in flight must come back
@@ -163,31 +155,14 @@ def run_load(server: Server, model: str, args) -> dict:
         "error_samples": sorted({r["error"] for r in rows if r["error"]})[:10] + errors[:5],
         "clients_not_drained": lost_threads,
         "output_tokens": sum(r.get("tokens", 0) for r in rows),
-        "latency": {kind: percentiles([r["latency_s"] for r in rows if r["kind"] == kind and r["ok"]])
-                    for kind in ("tot", "chat")},
+        "latency_s": {kind: latency_summary([r["latency_s"] for r in rows if r["kind"] == kind and r["ok"]])
+                      for kind in ("tot", "chat")},
         "rss_mib_first_fifth": round(first / 2**20), "rss_mib_last_fifth": round(last / 2**20),
         "rss_growth": round(last / first - 1, 4),
         "rss_samples": [(t, round(r / 2**20)) for t, r in rss],
         "rss_mib_by_process_name": {name: [(t, round(r / 2**20)) for t, r in samples[::5]]
                                     for name, samples in by_name.items()},
     }
-
-
-def rss_by_name(server: Server) -> dict[str, int]:
-    import psutil
-
-    totals: dict[str, int] = {}
-    try:
-        root = psutil.Process(server.proc.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return totals
-    for p in tree:
-        try:
-            totals[p.name()] = totals.get(p.name(), 0) + p.memory_info().rss
-        except psutil.Error:
-            pass
-    return totals
 
 
 def run_vllm_bench_serve(server: Server, model: str, out_dir: Path, args) -> dict:
@@ -227,9 +202,9 @@ def markdown(result: dict) -> str:
     lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in result["verdict"]["checks"].items()]
     lines += ["", "| requests | errors | output tokens | ToT p50 / p99 (s) | chat p50 / p99 (s) | RSS after warm-up, first / last fifth (MiB) |",
               "|---|---|---|---|---|---|"]
-    tot, chat = load["latency"]["tot"], load["latency"]["chat"]
+    tot, chat = load["latency_s"]["tot"], load["latency_s"]["chat"]
     lines.append(f"| {load['requests']} | {load['errors']} | {load['output_tokens']} | "
-                 f"{tot.get('p50_s')} / {tot.get('p99_s')} | {chat.get('p50_s')} / {chat.get('p99_s')} | "
+                 f"{tot.get('p50', 0):.3f} / {tot.get('p99', 0):.3f} | {chat.get('p50', 0):.3f} / {chat.get('p99', 0):.3f} | "
                  f"{load['rss_mib_first_fifth']} / {load['rss_mib_last_fifth']} |")
     lines += ["", f"`vllm bench serve` (random 128 in / 64 out, {a['bench_prompts']} prompts, concurrency 16): "
               f"completed {bench.get('completed')}, failed {bench.get('failed')}, "
