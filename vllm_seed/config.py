@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from vllm_seed.tree import TokenTree
+from vllm_seed.tree import TokenTree, token_tree
 
 ADDITIONAL_CONFIG_KEY = "seed"
 
@@ -109,7 +109,7 @@ class SeedConfig:
         """The draft's token tree; None for a chain."""
         if not self.k_config or all(k == 1 for k in self.k_config):
             return None
-        return TokenTree(self.k_config)
+        return token_tree(self.k_config)
 
     @property
     def num_draft_tokens(self) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vllm_seed.messages import Draft, DraftBatch, DraftJob
-from vllm_seed.tree import ROOT, TokenTree
+from vllm_seed.tree import TokenTree, token_tree
 from vllm_seed.tree_sampling import draft_children
 
 
@@ -146,7 +146,7 @@ def _group_by_tree(jobs: list[DraftJob]) -> dict[TokenTree | None, list[DraftJob
     """Jobs by token tree; None collects the chains (no k_config, or all ones)."""
     groups: dict[TokenTree | None, list[DraftJob]] = {}
     for job in jobs:
-        tree = TokenTree(job.k_config) if job.k_config else None
+        tree = token_tree(tuple(job.k_config)) if job.k_config else None
         groups.setdefault(None if tree is None or tree.is_chain else tree, []).append(job)
     return groups
 
@@ -156,13 +156,13 @@ def _draw_level(tree: TokenTree, level: int, jobs, logits, tokens, probs) -> Non
 
     ``logits`` [B, parents, V]: row j is the j-th parent of the level. Writes
     each child's token and its parent's q into ``tokens`` / ``probs``."""
-    parents = [ROOT] if level == 0 else range(tree.level_starts[level - 1], tree.level_starts[level])
+    num_parents = 1 if level == 0 else tree.level_sizes[level - 1]
     k = tree.k_config[level]
     first = tree.level_starts[level]  # children of parent j: first + j*k .. first + j*k + k-1
     for b, job in enumerate(jobs):  # all parents of a branch in one draw
         picked, q = draft_children(logits[b], k, job.temperature, job.replacement,
                                    _generator(job, -2 - level))  # [P][k], q [P, V]
-        for j in range(len(parents)):
+        for j in range(num_parents):
             for rank, token in enumerate(picked[j]):
                 tokens[b][first + j * k + rank] = token
                 probs[b][first + j * k + rank] = None if q is None else q[j]

@@ -21,7 +21,7 @@ to the context, the root, its ancestors and itself (``ancestor_mask``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -135,3 +135,10 @@ class TokenTree:
     def depth_of_prefix(self, num_nodes: int) -> int:
         """Levels present in the BFS prefix of ``num_nodes`` nodes."""
         return 0 if num_nodes <= 0 else self.level[min(num_nodes, self.num_nodes) - 1] + 1
+
+
+@lru_cache(maxsize=16)
+def token_tree(k_config: tuple[int, ...]) -> TokenTree:
+    """The one TokenTree of a shape: its masks and maps are computed once per
+    process, not once per drafting round."""
+    return TokenTree(k_config)

@@ -46,9 +46,6 @@ class TreeVerifier:
             for rid, tokens in spec_tokens.items() if tokens
         ])
 
-    def end(self) -> None:
-        self.step.end()
-
     def _after_prepare_inputs(self) -> None:
         if self.step.requests:
             runner = self.runner

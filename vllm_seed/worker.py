@@ -20,16 +20,18 @@ from vllm_seed.tree_verify import TreeVerifier
 
 
 class SeedWorkerMixin:
-    _tree_verifier = None
+    _tree_verifier: TreeVerifier | None = None
 
     def initialize_from_config(self, *args, **kwargs):
         super().initialize_from_config(*args, **kwargs)
         # The attention backend exists now: an unsupported one fails at startup.
-        self._tree_verifier_for_config()
+        config = SeedConfig.from_dict(self.vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
+        if config.tree is not None:
+            self._tree_verifier = TreeVerifier(self.model_runner, config.tree, config.replacement)
 
     def execute_model(self, scheduler_output, *args, **kwargs):
         probs = getattr(scheduler_output, "seed_draft_probs", None)
-        verifier = self._tree_verifier_for_config()
+        verifier = self._tree_verifier
         if verifier is not None:
             verifier.begin(scheduler_output.scheduled_spec_decode_tokens, probs or {})
         elif probs:
@@ -39,14 +41,6 @@ class SeedWorkerMixin:
             runner = self.model_runner
             _vllm_compat.set_runner_draft_probs(runner, stacked.to(runner.device), req_ids)
         return super().execute_model(scheduler_output, *args, **kwargs)
-
-    def _tree_verifier_for_config(self):
-        if self._tree_verifier is None:
-            config = SeedConfig.from_dict(self.vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
-            self._tree_verifier = False
-            if config.tree is not None:
-                self._tree_verifier = TreeVerifier(self.model_runner, config.tree, config.replacement)
-        return self._tree_verifier or None
 
 
 def stack_draft_probs(
