@@ -22,6 +22,43 @@ from pathlib import Path
 import psutil
 
 VLLM = str(Path(sys.executable).with_name("vllm"))
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A target/draft pair: `dir` holds target/ and draft/; `api` is how the ToT driver prompts
+    the target (an instruction-tuned model gets its chat template); `missing` says how to get
+    a directory that is not there."""
+
+    name: str
+    dir: Path
+    api: str
+    missing: str
+
+    def check(self) -> None:
+        """Exit with an actionable message when a model directory is missing."""
+        for sub in ("target", "draft"):
+            if not (self.dir / sub / "config.json").is_file():
+                sys.exit(f"no model in {self.dir / sub} (pair {self.name!r}): {self.missing}")
+
+
+PAIRS = {
+    "tiny": Pair("tiny", MODELS, "completions", "it is committed; check out the repository"),
+    "smollm2": Pair("smollm2", MODELS / "smollm2", "chat",
+                    "run `make install`, which builds it with benchmarks/models/build_smollm2.py"),
+}
+
+
+def pair_from_args(name: str, pair_dir: Path | None) -> Pair:
+    """`--pair NAME`, optionally with `--pair-dir DIR` for a pair kept elsewhere."""
+    if name not in PAIRS:
+        raise SystemExit(f"unknown pair {name!r}; choose from {', '.join(PAIRS)}")
+    pair = PAIRS[name]
+    if pair_dir is not None:
+        pair = Pair(pair.name, pair_dir.resolve(), pair.api, f"pass a --pair-dir with "
+                    "target/ and draft/ subdirectories")
+    return pair
 
 
 @dataclass(frozen=True)

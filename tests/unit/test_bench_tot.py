@@ -106,7 +106,7 @@ def test_rows_median_speedup_acceptance_and_error_row():
 def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):
     import demo_tot
 
-    monkeypatch.setattr(sys, "argv", ["demo_tot.py", "--pair-dir", "/m"])
+    monkeypatch.setattr(sys, "argv", ["demo_tot.py", "--pair", "tiny", "--pair-dir", "/m"])
     args = demo_tot.parse_args()
     argv = demo_tot.demo_argv(demo_tot.demo_config(args), args, 8001)
     assert argv[:len(BASE)] == BASE
@@ -128,3 +128,32 @@ def test_tree_rows_show_acceptance_per_level_and_their_seed_config():
     tree = CONFIGS["seed-t221-r-fixed"]
     assert tree.seed == {"num_drafters": 1, "adaptive": False, "k_config": [2, 2, 1], "replacement": True}
     assert tree.speculative == {"num_speculative_tokens": 3}
+
+
+def test_pairs_name_their_directory_and_prompt_format(tmp_path):
+    from _servers import MODELS, PAIRS, pair_from_args
+
+    assert PAIRS["tiny"].dir == MODELS and PAIRS["tiny"].api == "completions"
+    assert PAIRS["smollm2"].dir == MODELS / "smollm2" and PAIRS["smollm2"].api == "chat"
+    moved = pair_from_args("smollm2", tmp_path)
+    assert moved.dir == tmp_path and moved.api == "chat"
+    with pytest.raises(SystemExit, match="unknown pair 'big'; choose from tiny, smollm2"):
+        pair_from_args("big", None)
+
+
+def test_a_missing_pair_directory_says_how_to_build_it(tmp_path):
+    from _servers import PAIRS, Pair
+
+    missing = Pair("smollm2", tmp_path, "chat", PAIRS["smollm2"].missing)
+    with pytest.raises(SystemExit, match=r"no model in .*target \(pair 'smollm2'\).*make install"):
+        missing.check()
+
+
+def test_demo_defaults_to_the_smollm2_pair_over_chat(monkeypatch):
+    import demo_tot
+
+    monkeypatch.setattr(sys, "argv", ["demo_tot.py"])
+    args = demo_tot.parse_args()
+    assert args.pair.name == "smollm2" and args.pair.api == "chat"
+    assert demo_tot.demo_argv(demo_tot.demo_config(args), args, 8001)[2].endswith("smollm2/target")
+    assert parse_args(["--pair", "smollm2"]).pair_dir.name == "smollm2"
