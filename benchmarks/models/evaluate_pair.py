@@ -90,19 +90,18 @@ def forward_costs(models: dict, num_warmup: int, num_reps: int) -> dict:
             for name, make in settings.items()}
 
 
-def greedy(model, tokenizer, question: str, max_new_tokens: int) -> tuple[list[int], list[int]]:
-    """(prompt ids, greedy continuation ids); the continuation stops early at EOS."""
-    prompt = tokenizer(prompt_text(question))["input_ids"]
+def greedy(model, prompt: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
+    """The greedy continuation of `prompt`; it stops early at EOS."""
     out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.eos_token_id)
-    return prompt, out[0, len(prompt):].tolist()
+                         pad_token_id=eos_id)
+    return out[0, len(prompt):].tolist()
 
 
-def agreement(target, draft, tokenizer, questions: list[str], max_new_tokens: int) -> dict:
+def agreement(target, draft, prompts: list[list[int]], max_new_tokens: int, eos_id: int) -> dict:
     """Greedy agreement and T=1 expected acceptance along the target's greedy paths."""
     num_agree, accept_sum, num_positions, num_self_mismatch = 0, 0.0, 0, 0
-    for q in questions:
-        prompt, cont = greedy(target, tokenizer, q, max_new_tokens)
+    for prompt in prompts:
+        cont = greedy(target, prompt, max_new_tokens, eos_id)
         ids = torch.tensor([prompt + cont])
         # Logits at positions len(prompt)-1 ... end-1 predict the continuation tokens.
         span = slice(len(prompt) - 1, len(prompt) - 1 + len(cont))
@@ -113,7 +112,7 @@ def agreement(target, draft, tokenizer, questions: list[str], max_new_tokens: in
         num_positions += len(cont)
         # Sanity check: a full forward should reproduce the cached greedy path.
         num_self_mismatch += (p.argmax(-1) != torch.tensor(cont)).sum().item()
-    return {"num_questions": len(questions), "num_positions": num_positions,
+    return {"num_prompts": len(prompts), "num_positions": num_positions,
             "greedy_agreement": round(num_agree / num_positions, 4),
             "expected_acceptance_t1": round(accept_sum / num_positions, 4),
             "target_self_mismatches": num_self_mismatch}
@@ -141,13 +140,15 @@ def quality_metrics(args) -> dict:
                 "num_params": num_params(model), "files": dir_size(DIRS[name]),
                 "val_loss": round(val_loss(model, rows), 4), "num_val_tokens": rows.numel()}
             log(f"{name}: {out['models'][name]}")
-        out["agreement"] = agreement(models["target"], models["draft"], tokenizer,
-                                     questions, args.new_tokens)
+        prompts = [tokenizer(prompt_text(q))["input_ids"] for q in questions]
+        out["agreement"] = agreement(models["target"], models["draft"], prompts,
+                                     args.new_tokens, tokenizer.eos_token_id)
         log(f"agreement: {out['agreement']}")
         out["samples"] = [
             {"question": q, "target_greedy": tokenizer.decode(
-                greedy(models["target"], tokenizer, q, 256)[1], skip_special_tokens=False)}
-            for q in questions[:NUM_SAMPLE_QUESTIONS]]
+                greedy(models["target"], prompt, 256, tokenizer.eos_token_id),
+                skip_special_tokens=False)}
+            for q, prompt in zip(questions, prompts[:NUM_SAMPLE_QUESTIONS])]
     return out
 
 
@@ -182,7 +183,8 @@ def vllm_check(model_dir: Path, questions: list[str], max_new_tokens: int) -> di
     gc.collect()
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir)
     with torch.inference_mode():
-        hf_ids = [greedy(model, tokenizer, q, max_new_tokens)[1] for q in questions]
+        hf_ids = [greedy(model, tokenizer(prompt_text(q))["input_ids"], max_new_tokens,
+                         tokenizer.eos_token_id) for q in questions]
     for v, h in zip(vllm_ids, hf_ids):
         print(f"[{model_dir.name}] vLLM: {v}\n[{model_dir.name}]   HF: {h}", flush=True)
     return {"match": vllm_ids == hf_ids, "vllm": vllm_ids, "hf": hf_ids,
