@@ -89,6 +89,19 @@ def test_cli_chat_api_and_start(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("gsm8k: accuracy 0.000 (0/1)")
 
 
+@pytest.mark.parametrize("args, path", [
+    (["--pair", "smollm2"], "/v1/chat/completions"),
+    (["--pair", "tiny"], "/v1/completions"),
+    (["--pair", "smollm2", "--api", "completions"], "/v1/completions"),
+])
+def test_pair_picks_the_api_unless_api_is_given(args, path, tmp_path):
+    with FakeOpenAIServer(gsm8k_reply) as server:
+        code = main(["--endpoint", server.url, *args, "--num-problems", "1", "--max-steps", "1",
+                     "--output", str(tmp_path / "r.json"), "--quiet"])
+        paths = {b["path"] for b in server.requests}
+    assert (code, paths) == (0, {path})
+
+
 def test_unknown_task_is_one_line_without_traceback(tmp_path):
     proc = run_cli("--task", "foo", "--output", str(tmp_path / "r.json"))
     assert proc.returncode == 2
@@ -121,6 +134,7 @@ def test_numeric_options_below_one_are_rejected(flag, field, capsys, tmp_path):
     (["--temperature", "-1"], "temperature must be >= 0, got -1.0"),
     (["--start", "-1"], "start must be an integer >= 0, got -1"),
     (["--api", "rest"], "unknown api 'rest'; valid choices: completions, chat"),
+    (["--pair", "llama"], "unknown pair 'llama'; valid choices: tiny, smollm2"),
     (["--thought-requests", "all"], "unknown thought_requests 'all'; valid choices: single, n"),
     (["--endpoint", "localhost:8000"],
      "endpoint must start with http:// or https://, got 'localhost:8000'"),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .client import APIS, EndpointError
+from .client import APIS, PAIR_APIS, EndpointError
 from .config import ToTConfig
 from .registry import TASKS
 from .runner import run_tot, summary_line
@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="states kept per step (beam width)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="of every request")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="of every request")
-    p.add_argument("--api", default=d.api, help=f"one of {', '.join(APIS)}")
+    p.add_argument("--pair", default=None, help=f"the repository's model pair the server runs "
+                   f"({', '.join(PAIR_APIS)}): picks its API unless --api is given")
+    p.add_argument("--api", default=None, help=f"one of {', '.join(APIS)} "
+                   f"(default: the --pair's, else {d.api})")
     p.add_argument("--thought-requests", default=d.thought_requests,
                    help="single: one request with n=num_thoughts; n: num_thoughts requests")
     p.add_argument("--seed", type=int, default=d.seed, help="base sampling seed")
@@ -48,9 +51,19 @@ def config_from_args(args: argparse.Namespace) -> ToTConfig:
         endpoint=args.endpoint, model=args.model, task=args.task,
         num_problems=args.num_problems, start=args.start, concurrency=args.concurrency,
         num_thoughts=args.num_thoughts, max_steps=args.max_steps, max_states=args.max_states,
-        temperature=args.temperature, max_tokens=args.max_tokens, api=args.api,
+        temperature=args.temperature, max_tokens=args.max_tokens, api=_api(args),
         thought_requests=args.thought_requests, seed=args.seed, timeout_s=args.timeout,
     )
+
+
+def _api(args: argparse.Namespace) -> str:
+    if args.api is not None:
+        return args.api
+    if args.pair is None:
+        return ToTConfig.api
+    if args.pair not in PAIR_APIS:
+        raise ValueError(f"unknown pair {args.pair!r}; valid choices: {', '.join(PAIR_APIS)}")
+    return PAIR_APIS[args.pair]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

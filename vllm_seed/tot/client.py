@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 APIS = ("completions", "chat")
+PAIR_APIS = {"tiny": "completions", "smollm2": "chat"}
+"""The API each model pair of the repository is served for: the embedded GSM8K pair has no
+chat template; SmolLM2-135M-Instruct is an instruction model and wants its chat template."""
 _START_HINT = "is the server running? start it with `vllm serve <model>` or pass --endpoint"
 
 
