@@ -66,6 +66,9 @@ def build_rows(records: list[dict], order: list[tuple], peak_rss: dict[str, int]
         if row["tokens_per_s"] and base and base["tokens_per_s"]:
             row["speedup_vs_plain"] = (row["tokens_per_s"]["median"]
                                        / base["tokens_per_s"]["median"])
+            length = (row["spec_decode"] or {}).get("mean_acceptance_length")
+            if length:  # E = tokens per target step; the bound is E x plain tok/s
+                row["e_bound_efficiency"] = row["speedup_vs_plain"] / length
     return rows
 
 
@@ -83,6 +86,7 @@ def _row(key: tuple, reps: list[dict], peak_rss: int | None) -> dict:
         "error": errors[0] if errors else None,
         "tokens_per_s": spread(r["tokens_per_s"] for r in ok),
         "speedup_vs_plain": None,
+        "e_bound_efficiency": None,
         "spec_decode": acceptance(add_counters(r["spec"] for r in ok)) if ok else None,
         "ttft_s": statistics.median(p["ttft_s"] for p in probes) if probes else None,
         "tpot_s": statistics.median(tpots) if tpots else None,
@@ -108,14 +112,14 @@ def _levels(per_pos: list[float] | None) -> list[float] | None:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| config | T | mode | output tok/s, median (min–max) | speedup vs plain "
-             "| mean acceptance length | acceptance per position | TTFT ms | TPOT ms "
-             "| peak RSS MiB | ToT accuracy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean acceptance length | acceptance per position | of E bound | TTFT ms "
+             "| TPOT ms | peak RSS MiB | ToT accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tps, spec = r["tokens_per_s"], r["spec_decode"] or {}
         if r["error"] and not tps:
             lines.append(f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
-                         f"| error: {r['error'][:80]} |" + " – |" * 7)
+                         f"| error: {r['error'][:80]} |" + " – |" * 8)
             continue
         per_pos = _levels(spec.get("per_position"))
         lines.append(
@@ -124,6 +128,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {_fmt(r['speedup_vs_plain'], '.2f')}× "
             f"| {_fmt(spec.get('mean_acceptance_length'), '.2f')} "
             f"| {' / '.join(f'{p:.2f}' for p in per_pos) if per_pos else '–'} "
+            f"| {_fmt(r['e_bound_efficiency'], '.0%')} "
             f"| {_fmt(r['ttft_s'], '.0f', 1e3)} | {_fmt(r['tpot_s'], '.1f', 1e3)} "
             f"| {_fmt(r['peak_rss_mib'], '.0f')} | {_fmt(r['accuracy'], '.2f')} |")
     return "\n".join(lines)

@@ -93,13 +93,16 @@ def test_rows_median_speedup_acceptance_and_error_row():
     assert sd["speedup_vs_plain"] == 2.0
     assert sd["spec_decode"] == {"acceptance_rate": 0.5 / 3, "per_position": [0.5],
                                  "mean_acceptance_length": 1.5}
+    # E bound: mean acceptance length x plain tok/s = 16.5; 22 / 16.5 = 133% (fake numbers).
+    assert sd["e_bound_efficiency"] == pytest.approx(2.0 / 1.5)
+    assert plain["e_bound_efficiency"] is None
     assert sd["ttft_s"] == pytest.approx(0.2) and sd["accuracy"] == pytest.approx(1 / 3)
     assert seed["error"] == "exited with code 1" and seed["tokens_per_s"] is None
     table = markdown_table(rows).splitlines()
     assert table[2].startswith(
-        "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | 200 |")
+        "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | – | 200 |")
     assert table[3].startswith(
-        "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 |")
+        "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 | 133% | 200 |")
     assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
 
 
