@@ -105,9 +105,11 @@ class DrafterPool:
                 failed.append((drafter, req_ids))
                 self.ray.kill(self.actors[drafter], no_restart=False)  # Ray restarts it
         for ref in ready:
-            drafter, _, req_ids = self.in_flight.pop(ref)
+            drafter, submitted_at, req_ids = self.in_flight.pop(ref)
             try:
-                batches.append(self.ray.get(ref))
+                batch = self.ray.get(ref)
+                batch.submitted_at = submitted_at  # one clock: CLOCK_MONOTONIC is system-wide
+                batches.append(batch)
                 self.backoff.pop(drafter, None)
             except Exception as e:  # a crashed drafter degrades, never fails requests
                 logger.warning("SEED drafter %d failed: %s", drafter, e)

@@ -34,3 +34,4 @@ class DraftBatch:
     drafts: list[Draft]
     finished_at: float  # time.monotonic() in the actor: FCFS order of admission
     busy_s: float  # time the drafter spent on this call
+    submitted_at: float | None = None  # time.monotonic() of the submit; set by the pool

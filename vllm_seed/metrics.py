@@ -4,7 +4,8 @@ vLLM's own ``vllm:spec_decode_*`` counters already count SEED's drafts (they
 flow through ``scheduled_spec_decode_tokens``). SEED adds, as ``vllm_seed:*``:
 queue wait, round size (drafts verified per target step), held-back
 branch-steps, blocked wait (target idle, waiting for a draft), plain
-fallbacks and per-drafter busy time. The scheduler lives in the engine-core
+fallbacks, per-drafter busy time, and a profile: drafter calls' transfer
+and delivery time, and the engine core's wall time by phase (PHASES). The scheduler lives in the engine-core
 process and ``/metrics`` is served by the API server process, so the
 scheduler publishes a JSON snapshot (path in ``SEED_STATS_FILE``, set by
 the first process that registers the plugin) and a collector registered in
@@ -35,6 +36,19 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "drafter_restarts": ("vllm_seed:drafter_restarts", "Drafters that died and came back."),
     "queue_wait_s": ("vllm_seed:queue_wait_seconds", "Time drafts waited in the verify queue."),
     "blocked_wait_s": ("vllm_seed:blocked_wait_seconds", "Time the scheduler waited with no runnable branch."),
+    "draft_jobs": ("vllm_seed:draft_jobs", "Drafter calls admitted (one call drafts a batch of branches)."),
+    "draft_transfer_s": ("vllm_seed:draft_transfer_seconds", "Submit to finish of drafter calls, minus drafting: Ray transfer and actor queue."),
+    "draft_undelivered_s": ("vllm_seed:draft_undelivered_seconds", "Finished drafts not yet admitted (the target was mid-step)."),
+    "engine_steps": ("vllm_seed:engine_steps", "Engine steps (schedule + execute + update)."),
+}
+PHASES = {  # RoundStats.phase_s keys, in engine-step order
+    "seed_schedule": "SEED's own scheduling: admit drafts, dispatch, plan, inject",
+    "vllm_schedule": "vLLM's scheduler",
+    "target_verify": "executor, steps verifying drafts (target forward, sampling, verification)",
+    "target_plain": "executor, steps without drafts",
+    "vllm_update": "vLLM's update_from_output",
+    "seed_update": "SEED after the step: adaptive bookkeeping, re-dispatch to drafters",
+    "engine_loop": "between steps while requests remain: engine-core loop, output IPC",
 }
 
 
@@ -99,6 +113,11 @@ class SeedCollector:
         for drafter, seconds in sorted(snap["drafter_busy_s"].items()):
             busy.add_metric([str(drafter)], seconds)
         yield busy
+        phases = CounterMetricFamily("vllm_seed:engine_phase_seconds",
+                                     "Engine-core wall time by phase of the engine step.", labels=["phase"])
+        for phase in PHASES:
+            phases.add_metric([phase], snap.get("phase_s", {}).get(phase, 0.0))
+        yield phases
         yield GaugeMetricFamily("vllm_seed:uptime_seconds", "Seconds since the SEED scheduler started.", value=snap["uptime_s"])
 
 

@@ -61,6 +61,18 @@ class RoundStats:
     queue_wait_s: float = 0.0
     blocked_wait_s: float = 0.0
     drafter_busy_s: dict[int, float] = field(default_factory=dict)
+    # Where a draft job's time goes besides drafting (the profile of issue 8):
+    draft_jobs: int = 0  # drafter calls admitted
+    draft_transfer_s: float = 0.0  # submit -> finished, minus drafting: Ray and actor queue
+    draft_undelivered_s: float = 0.0  # finished -> admitted: done while the target stepped
+    # Engine-core wall time by phase (scheduler.py): SEED's and vLLM's scheduling, the
+    # executor (target forward, sampling, verification) with and without drafts, vLLM's and
+    # SEED's output processing, and the engine loop between steps.
+    engine_steps: int = 0
+    phase_s: dict[str, float] = field(default_factory=dict)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
 
 
 class SeedRounds:
@@ -120,6 +132,11 @@ class SeedRounds:
         for batch in sorted(batches, key=lambda b: b.finished_at):
             busy = self.stats.drafter_busy_s
             busy[batch.drafter] = busy.get(batch.drafter, 0.0) + batch.busy_s
+            if batch.submitted_at is not None:
+                self.stats.draft_jobs += 1
+                self.stats.draft_transfer_s += max(
+                    0.0, batch.finished_at - batch.submitted_at - batch.busy_s)
+                self.stats.draft_undelivered_s += max(0.0, now - batch.finished_at)
             for draft in batch.drafts:
                 branch = self.branches.get(draft.req_id)
                 if branch is not None and branch.state is State.DRAFTING:

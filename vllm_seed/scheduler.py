@@ -40,6 +40,7 @@ class SeedScheduler(Scheduler):
         )
         self._step_cost_s = 0.0  # this engine step as plain decoding would pay it
         self._step_started_at = None
+        self._step_ended_at = None  # update_from_output's return, while work remains
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
         if not model.skip_tokenizer_init:
@@ -59,6 +60,11 @@ class SeedScheduler(Scheduler):
         return pool
 
     def schedule(self, *args, **kwargs):
+        entered_at = self.rounds.clock()
+        stats = self.rounds.stats
+        if self._step_ended_at is not None:
+            stats.add_phase("engine_loop", entered_at - self._step_ended_at)
+        blocked_before = stats.blocked_wait_s
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
@@ -76,7 +82,6 @@ class SeedScheduler(Scheduler):
             for rid, toks in out.scheduled_spec_decode_tokens.items()
             if rid in drafts and drafts[rid].probs is not None
         }
-        stats = self.rounds.stats
         stats.held_back_steps += len(held)
         if out.scheduled_spec_decode_tokens:
             stats.target_steps_with_drafts += 1
@@ -84,13 +89,25 @@ class SeedScheduler(Scheduler):
         stats.drafter_restarts = getattr(self.pool, "restarts", 0)
         self.publisher.maybe_publish()
         self._step_started_at = self.rounds.clock()
+        blocked = stats.blocked_wait_s - blocked_before  # its own counter
+        vllm_s = self._step_cost_s  # _schedule_without: vLLM's scheduler
+        stats.add_phase("vllm_schedule", vllm_s)
+        stats.add_phase("seed_schedule", self._step_started_at - entered_at - vllm_s - blocked)
         return out
 
     def update_from_output(self, scheduler_output, model_runner_output):
+        entered_at = self.rounds.clock()
+        stats = self.rounds.stats
+        if self._step_started_at is not None:
+            stats.engine_steps += 1
+            verified = bool(scheduler_output.scheduled_spec_decode_tokens)
+            stats.add_phase("target_verify" if verified else "target_plain",
+                            entered_at - self._step_started_at)
         self._measure(scheduler_output, model_runner_output)
         started_at = self.rounds.clock()
         outputs = super().update_from_output(scheduler_output, model_runner_output)
-        self._step_cost_s += self.rounds.clock() - started_at
+        vllm_s = self.rounds.clock() - started_at
+        self._step_cost_s += vllm_s
         self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_cost_s)
         self.rounds.step_done(scheduler_output.num_scheduled_tokens)
         self._sync_branches()
@@ -99,6 +116,12 @@ class SeedScheduler(Scheduler):
             rid for rid in scheduler_output.num_scheduled_tokens
             if rid in self.requests and self._is_decoding(self.requests[rid])
         ])
+        ended_at = self.rounds.clock()
+        stats.add_phase("vllm_update", vllm_s)
+        stats.add_phase("seed_update", ended_at - entered_at - vllm_s)
+        # The gap to the next step is engine-loop overhead while work remains; with none
+        # left, the engine idles until a request arrives: not counted.
+        self._step_ended_at = ended_at if (self.running or self.waiting) else None
         return outputs
 
     def _measure(self, scheduler_output, model_runner_output) -> None:

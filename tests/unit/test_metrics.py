@@ -9,7 +9,8 @@ def test_snapshot_reaches_the_collector(tmp_path, monkeypatch):
     monkeypatch.setenv("SEED_STATS_FILE", str(path))
     clock = iter([0.0, 2.0, 2.0, 2.0]).__next__
     stats = RoundStats(drafts_verified=6, target_steps_with_drafts=3, held_back_steps=4,
-                       queue_wait_s=0.003, drafter_busy_s={0: 0.5, 1: 1.0})
+                       queue_wait_s=0.003, drafter_busy_s={0: 0.5, 1: 1.0}, draft_jobs=5,
+                       draft_transfer_s=0.004, phase_s={"target_verify": 1.5, "engine_loop": 0.25})
     StatsPublisher(stats, clock=clock).maybe_publish()
     families = {f.name: f for f in SeedCollector(str(path)).collect()}
     assert families["vllm_seed:drafts_verified"].samples[0].value == 6
@@ -17,6 +18,12 @@ def test_snapshot_reaches_the_collector(tmp_path, monkeypatch):
     busy = {s.labels["drafter"]: s.value for s in families["vllm_seed:drafter_busy_seconds"].samples}
     assert busy == {"0": 0.5, "1": 1.0}
     assert families["vllm_seed:uptime_seconds"].samples[0].value == 2.0
+    assert families["vllm_seed:draft_jobs"].samples[0].value == 5
+    assert families["vllm_seed:draft_transfer_seconds"].samples[0].value == 0.004
+    phases = {s.labels["phase"]: s.value for s in families["vllm_seed:engine_phase_seconds"].samples}
+    assert phases == {"seed_schedule": 0.0, "vllm_schedule": 0.0, "target_verify": 1.5,
+                      "target_plain": 0.0, "vllm_update": 0.0, "seed_update": 0.0,
+                      "engine_loop": 0.25}
 
 
 def test_collector_without_snapshot_yields_nothing(tmp_path):

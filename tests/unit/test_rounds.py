@@ -1,5 +1,7 @@
 """SeedRounds policy with fake drafter results and a fake clock."""
 
+import pytest
+
 from vllm_seed.messages import Draft, DraftBatch
 from vllm_seed.rounds import SeedRounds, State
 
@@ -114,3 +116,20 @@ def test_branches_of_a_down_drafter_decode_plainly_until_it_is_back():
     assert rounds.plan(["a", "b"]) == ([], ["b"])
     rounds.step_done(["a"])
     assert rounds.to_dispatch(["a"], down=set()) == {0: ["a"]}
+
+
+def test_admit_splits_a_draft_calls_time_into_transfer_and_delivery():
+    clock = Clock()
+    rounds = SeedRounds(num_drafters=1, clock=clock)
+    for r in ("a", "b"):
+        rounds.add(r, group=None)
+    rounds.to_dispatch(["a", "b"])
+    sent = batch(0, ["a"], finished_at=1.5)  # busy 0.01 s
+    sent.submitted_at = 1.0
+    clock.t = 2.0
+    rounds.admit([sent, batch(0, ["b"], finished_at=1.7)])  # no submit time: not profiled
+    stats = rounds.stats
+    assert stats.draft_jobs == 1
+    assert stats.draft_transfer_s == pytest.approx(0.49)  # 1.5 - 1.0 - 0.01
+    assert stats.draft_undelivered_s == pytest.approx(0.5)  # done at 1.5, admitted at 2.0
+    assert stats.drafter_busy_s == {0: pytest.approx(0.02)}

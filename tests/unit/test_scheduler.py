@@ -129,6 +129,30 @@ def test_round_holds_back_verifies_fcfs_and_rolls_back(sched):
     assert [j.token_ids for j in pool.jobs[-2][1]] == [[1, 2, 3, 7, 11, 99], [1, 2, 3, 7, 11, 12, 13, 14]]
 
 
+def test_engine_phases_partition_the_wall_time_of_the_steps(sched):
+    import time
+
+    from vllm_seed.metrics import PHASES
+
+    for rid in ("a", "b"):
+        add(sched, rid, "g")
+    started = time.monotonic()
+    step(sched, {})  # prefill: a plain step
+    step(sched, {})  # every branch held back
+    finish(sched.pool, 0, ["a", "b"], at=time.monotonic())
+    step(sched, {"a": [11, 12], "b": [98]})  # verifies both drafts
+    wall = time.monotonic() - started
+    stats = sched.rounds.stats
+    assert stats.engine_steps == 3
+    assert set(stats.phase_s) <= set(PHASES)
+    assert {"target_plain", "target_verify", "seed_schedule", "vllm_schedule", "vllm_update",
+            "seed_update", "engine_loop"} == set(stats.phase_s)
+    assert min(stats.phase_s.values()) >= 0
+    # Consecutive, disjoint segments from the first schedule() to the last update: no gap.
+    covered = sum(stats.phase_s.values()) + stats.blocked_wait_s
+    assert wall - 0.005 < covered <= wall
+
+
 def test_held_branches_count_against_max_num_seqs(random_llama_dir):
     sched = make_scheduler(random_llama_dir, max_num_seqs=3)
     for rid in ("a", "b"):
