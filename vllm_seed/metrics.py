@@ -64,9 +64,11 @@ class StatsPublisher:
     def snapshot(self) -> dict:
         return {**dataclasses.asdict(self.stats), "uptime_s": self.clock() - self.started}
 
-    def maybe_publish(self) -> None:
+    def maybe_publish(self, force: bool = False) -> None:
+        """At most every PUBLISH_EVERY_S; `force` when the engine goes idle, so a scrape
+        after a run reads the run's last step."""
         now = self.clock()
-        if self.path and now - self.last_publish >= PUBLISH_EVERY_S:
+        if self.path and (force or now - self.last_publish >= PUBLISH_EVERY_S):
             self.last_publish = now
             tmp = f"{self.path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:

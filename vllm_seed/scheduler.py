@@ -122,6 +122,8 @@ class SeedScheduler(Scheduler):
         # The gap to the next step is engine-loop overhead while work remains; with none
         # left, the engine idles until a request arrives: not counted.
         self._step_ended_at = ended_at if (self.running or self.waiting) else None
+        if self._step_ended_at is None:
+            self.publisher.maybe_publish(force=True)
         return outputs
 
     def _measure(self, scheduler_output, model_runner_output) -> None:

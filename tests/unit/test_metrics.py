@@ -38,3 +38,21 @@ def test_summary_line():
         "round size 2.00 drafts/step, queue wait 0.50 ms/draft, held back 4 branch-steps, "
         "blocked 0.25 s, drafter busy [25%], paused 7 branch-steps, fallbacks 0, restarts 1"
     )
+
+
+def test_publishing_is_throttled_unless_forced(tmp_path, monkeypatch):
+    import json
+
+    path = tmp_path / "stats.json"
+    monkeypatch.setenv("SEED_STATS_FILE", str(path))
+    now = [0.0]
+    stats = RoundStats()
+    publisher = StatsPublisher(stats, clock=lambda: now[0])
+    now[0] = 1.5
+    publisher.maybe_publish()
+    stats.engine_steps = 7
+    now[0] = 1.6
+    publisher.maybe_publish()  # 0.1 s later: throttled
+    assert json.loads(path.read_text())["engine_steps"] == 0
+    publisher.maybe_publish(force=True)  # the engine went idle: the last step is published
+    assert json.loads(path.read_text())["engine_steps"] == 7
