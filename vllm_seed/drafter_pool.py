@@ -20,6 +20,7 @@ from vllm_seed.messages import DraftBatch, DraftJob
 
 logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0  # before a failed drafter is pinged back
+START_TIMEOUT_S = 180.0  # for every drafter to load its model and answer
 
 
 def import_ray():
@@ -56,8 +57,20 @@ class DrafterPool:
             remote.remote(config.draft_model, max_len, i, config.draft_threads, cpus)
             for i in range(config.num_drafters)
         ]
-        self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors])[0]
         self._ray_procs: set[psutil.Process] = set()
+        self._reaper_fd = None
+        try:  # a drafter that keeps dying (Ray restarts it) would block here for ever
+            self.vocab_size = ray.get([a.vocab_size.remote() for a in self.actors],
+                                      timeout=START_TIMEOUT_S)[0]
+        except ray.exceptions.GetTimeoutError:
+            self.shutdown()
+            raise RuntimeError(
+                f"vllm-seed: the {config.num_drafters} drafter(s) of {config.draft_model!r} did "
+                f"not start within {START_TIMEOUT_S:.0f} s. On CPU the usual cause is memory: "
+                "Ray kills drafters when RAM runs out, and vLLM's CPU KV cache takes most of "
+                "it unless limited; pass e.g. --kv-cache-memory-bytes 2G (or set "
+                "VLLM_CPU_KVCACHE_SPACE in GiB). Ray's logs: /tmp/ray/session_latest/logs"
+            ) from None
         self._note_ray_processes()
         # Drafter workers die with the raylet; the agents and roots need help.
         self._reaper_fd = reaper.start(sorted(self._ray_procs, key=lambda p: p.pid)) if self._owns_ray else None

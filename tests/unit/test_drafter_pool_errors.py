@@ -31,3 +31,26 @@ def test_a_malformed_ray_address_is_named(monkeypatch, random_llama_dir):
     monkeypatch.setenv("RAY_ADDRESS", "no-port-here")
     with pytest.raises(RuntimeError, match="RAY_ADDRESS='no-port-here'"):
         DrafterPool(SeedConfig(draft_model=random_llama_dir, num_speculative_tokens=3), max_len=64)
+
+
+class NeverReadyDrafter:
+    """Stands for a drafter Ray keeps restarting (e.g. killed for memory): it never answers."""
+
+    def __init__(self, *args):
+        pass
+
+    def vocab_size(self):
+        time.sleep(600)
+
+
+def test_drafters_that_never_start_fail_the_startup_with_what_to_do(monkeypatch, random_llama_dir):
+    import vllm_seed.drafter_pool as drafter_pool
+
+    monkeypatch.setattr(drafter_pool, "START_TIMEOUT_S", 3.0)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"did not start within 3 s.*--kv-cache-memory-bytes"):
+        DrafterPool(SeedConfig(draft_model=random_llama_dir, num_speculative_tokens=3), max_len=64,
+                    drafter_cls=NeverReadyDrafter)
+    assert time.monotonic() - start < 60
+    assert not import_ray().is_initialized()  # the pool took its cluster down with it
