@@ -41,7 +41,7 @@ test-unit: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q -ra
 
-# The README's headline table (SmolLM2 pair, about 40 minutes on 2 CPU cores).
+# The README's headline table (SmolLM2 pair, about 65 minutes on 2 CPU cores).
 bench: install
 	$(PY) benchmarks/bench_tot.py --pair smollm2 --enforce-eager \
 		--configs plain,sd-k1,sd-k2,sd-k3,seed-d1 --temperatures 0,0.2,1.0 \
