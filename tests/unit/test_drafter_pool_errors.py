@@ -33,18 +33,17 @@ def test_a_malformed_ray_address_is_named(monkeypatch, random_llama_dir):
         DrafterPool(SeedConfig(draft_model=random_llama_dir, num_speculative_tokens=3), max_len=64)
 
 
-class NeverReadyDrafter:
-    """Stands for a drafter Ray keeps restarting (e.g. killed for memory): it never answers."""
-
-    def __init__(self, *args):
-        pass
-
-    def vocab_size(self):
-        time.sleep(600)
-
-
 def test_drafters_that_never_start_fail_the_startup_with_what_to_do(monkeypatch, random_llama_dir):
     import vllm_seed.drafter_pool as drafter_pool
+
+    class NeverReadyDrafter:  # local: Ray ships it by value, as workers cannot import tests
+        """Stands for a drafter Ray keeps restarting (killed for memory): it never answers."""
+
+        def __init__(self, *args):
+            pass
+
+        def vocab_size(self):
+            time.sleep(600)
 
     monkeypatch.setattr(drafter_pool, "START_TIMEOUT_S", 3.0)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
