@@ -38,7 +38,9 @@ class SeedScheduler(Scheduler):
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock
         )
-        self._step_cost_s = 0.0  # this engine step as plain decoding would pay it
+        # This engine step as plain decoding would pay it: vLLM's scheduling, the forward
+        # and vLLM's bookkeeping; not SEED's own work, not idle time.
+        self._step_cost_s = 0.0
         self._step_started_at = None
         self._step_ended_at = None  # update_from_output's return, while work remains
         self.publisher = StatsPublisher(self.rounds.stats)
@@ -98,11 +100,13 @@ class SeedScheduler(Scheduler):
     def update_from_output(self, scheduler_output, model_runner_output):
         entered_at = self.rounds.clock()
         stats = self.rounds.stats
-        if self._step_started_at is not None:
+        if self._step_started_at is not None:  # the executor: target forward, sampling
+            forward_s = entered_at - self._step_started_at
+            self._step_started_at = None
+            self._step_cost_s += forward_s
             stats.engine_steps += 1
             verified = bool(scheduler_output.scheduled_spec_decode_tokens)
-            stats.add_phase("target_verify" if verified else "target_plain",
-                            entered_at - self._step_started_at)
+            stats.add_phase("target_verify" if verified else "target_plain", forward_s)
         self._measure(scheduler_output, model_runner_output)
         started_at = self.rounds.clock()
         outputs = super().update_from_output(scheduler_output, model_runner_output)
@@ -127,11 +131,7 @@ class SeedScheduler(Scheduler):
         return outputs
 
     def _measure(self, scheduler_output, model_runner_output) -> None:
-        # What this step would cost as plain decoding: vLLM's scheduling, the
-        # forward and vLLM's bookkeeping; not SEED's own work, not idle time.
-        if self._step_started_at is not None:
-            self._step_cost_s += self.rounds.clock() - self._step_started_at
-            self._step_started_at = None
+        """Each branch's verdict of this step, for adaptive speculation."""
         index = model_runner_output.req_id_to_index
         spec = scheduler_output.scheduled_spec_decode_tokens
         for rid, num_tokens in scheduler_output.num_scheduled_tokens.items():
