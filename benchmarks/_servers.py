@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from vllm_seed.tot.client import PAIR_APIS
+
 VLLM = str(Path(sys.executable).with_name("vllm"))
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -44,8 +46,8 @@ class Pair:
 
 
 PAIRS = {
-    "tiny": Pair("tiny", MODELS, "completions", "it is committed; check out the repository"),
-    "smollm2": Pair("smollm2", MODELS / "smollm2", "chat",
+    "tiny": Pair("tiny", MODELS, PAIR_APIS["tiny"], "it is committed; check out the repository"),
+    "smollm2": Pair("smollm2", MODELS / "smollm2", PAIR_APIS["smollm2"],
                     "run `make install`, which builds it with benchmarks/models/build_smollm2.py"),
 }
 
