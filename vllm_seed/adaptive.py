@@ -14,10 +14,22 @@ Decoding plainly yields 1 token per plain step, ``plain_step_s``. The gain
 is measured, not assumed: ``a`` per branch from its own verifications (the
 geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
 ``plain_step_s`` from a linear model of the target's step time in scheduled
-tokens, fitted over every step (a + b * tokens, at the current number of
-decoding branches). Low acceptance lowers E; a large batch makes verify steps
-(B * (L+1) tokens) cost more than plain ones (B tokens); saturated drafters
-lengthen rounds. Each shows up as a gain below 1.
+tokens, fitted over decode and verify steps (fixed + per_token * tokens, at the
+current number of decoding branches N). Low acceptance lowers E; a large batch
+makes verify steps (B * (L+1) tokens) cost more than plain ones (B tokens);
+saturated drafters lengthen rounds. Each shows up as a gain below 1.
+
+One branch's rounds do not see what its verify tokens cost the other branches
+of the step: where the target is the bottleneck (many branches), speculation
+must also pay in target time. Per token, a plain branch costs
+``per_token + fixed / N`` of it, and a round ``T * per_token + fixed / N`` for
+E tokens (T: tokens verified per round, L + 1 for a chain), so the gain is the
+smaller of the one above and
+
+    target gain = E * (per_token + fixed / N) / (T * per_token + fixed / N)
+
+which stays above 1 at small N, where the fixed cost dominates, and falls
+towards E / T at large N, where drafting must then be accepted almost fully.
 
 A branch whose gain falls below 1 decodes plainly for a backoff number of
 steps (doubling up to a cap while it keeps not paying), then drafts one probe
@@ -73,18 +85,25 @@ class _StepCostModel:
         self.n, self.x, self.y = keep * self.n + 1, keep * self.x + tokens, keep * self.y + seconds
         self.xx, self.xy = keep * self.xx + tokens * tokens, keep * self.xy + tokens * seconds
 
-    def predict(self, tokens: int) -> float | None:
+    def fit(self) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per token), or None before 4 steps."""
         if self.n < 4:
             return None
         var = self.n * self.xx - self.x * self.x
         slope = max(0.0, (self.n * self.xy - self.x * self.y) / var) if var > 1e-9 else 0.0
-        intercept = (self.y - slope * self.x) / self.n
-        return max(intercept + slope * tokens, 1e-6)
+        return (self.y - slope * self.x) / self.n, slope
+
+    def predict(self, tokens: int) -> float | None:
+        fit = self.fit()
+        return None if fit is None else max(fit[0] + fit[1] * tokens, 1e-6)
 
 
 class AdaptiveSpeculation:
-    def __init__(self, num_draft: int, enabled: bool = True, clock=time.monotonic):
+    def __init__(
+        self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
+    ):
         self.num_draft = num_draft
+        self.verify_tokens = num_draft + 1 if verify_tokens is None else verify_tokens
         self.enabled = enabled
         self.clock = clock
         self.branches: dict[str, _Branch] = {}
@@ -94,7 +113,8 @@ class AdaptiveSpeculation:
         self.plain_s: float | None = None  # global: measured plain step interval
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
-        """One target step: ``num_tokens`` scheduled, ``seconds`` it would cost plainly."""
+        """One decode or verify step (no prefill): ``num_tokens`` scheduled,
+        ``seconds`` it would cost plainly."""
         if num_tokens > 0:
             self.steps.add(num_tokens, seconds)
 
@@ -130,7 +150,19 @@ class AdaptiveSpeculation:
         plain_s = self.plain_s if self.plain_s is not None else self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
-        return expected_tokens(self.acceptance(req_id), self.num_draft) * plain_s / round_s
+        e = expected_tokens(self.acceptance(req_id), self.num_draft)
+        return min(e * plain_s / round_s, self.target_gain(e, num_decoding))
+
+    def fixed_step_s(self) -> float | None:
+        """The part of a target step's time that does not grow with its tokens."""
+        fit = self.steps.fit()
+        return None if fit is None else max(fit[0], 0.0)
+
+    def target_gain(self, e: float, num_decoding: int) -> float:
+        """E tokens per round against plain decoding, in target time (module docstring)."""
+        fixed, per_token = self.steps.fit() or (1.0, 0.0)
+        share = max(fixed, 0.0) / max(num_decoding, 1)  # the step's fixed cost, per branch
+        return e * (per_token + share) / (per_token * self.verify_tokens + share)
 
     def should_draft(self, req_id: str, num_decoding: int) -> bool:
         """Asked once per step for each idle decoding branch."""

@@ -35,8 +35,10 @@ class SeedScheduler(Scheduler):
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
         self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
+        tree = self.seed_config.tree
         self.adaptive = AdaptiveSpeculation(
-            self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock
+            self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
+            verify_tokens=None if tree is None else tree.num_nodes + 1,
         )
         # This engine step as plain decoding would pay it: vLLM's scheduling, the forward
         # and vLLM's bookkeeping; not SEED's own work, not idle time.
@@ -112,7 +114,8 @@ class SeedScheduler(Scheduler):
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         vllm_s = self.rounds.clock() - started_at
         self._step_cost_s += vllm_s
-        self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_cost_s)
+        if _decode_only(scheduler_output):  # prefill steps lie outside the decode cost curve
+            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_cost_s)
         self.rounds.step_done(scheduler_output.num_scheduled_tokens)
         self._sync_branches()
         # Re-draft verified branches now: drafting overlaps the next target step.
@@ -274,6 +277,12 @@ def tree_unsupported_reason(params) -> str | None:
         "structured outputs": params.structured_outputs is not None,
     }
     return next((name for name, hit in checks.items() if hit), None)
+
+
+def _decode_only(out) -> bool:
+    """Each scheduled branch decodes one token, plus its draft if it verifies one."""
+    spec = out.scheduled_spec_decode_tokens
+    return all(n == 1 + len(spec.get(rid, ())) for rid, n in out.num_scheduled_tokens.items())
 
 
 def _max_positions(model_dir: str) -> int:

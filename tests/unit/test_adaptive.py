@@ -125,6 +125,25 @@ def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
     assert ad.should_draft("small", 1) and not ad.should_draft("large", 64)
 
 
+def test_verify_tokens_that_slow_a_full_step_stop_drafting_even_when_the_round_pays():
+    """Its own rounds (4 ms for E ~ 2 tokens) pay; but at 64 branches its 4
+    verify tokens cost 4 ms of target time where a plain token costs 1.08 ms."""
+    ad, clock = fitted()  # 5 ms fixed + 1 ms per token
+    rounds(ad, clock, "a", accepted=1, round_s=0.004)
+    e = expected_tokens(ad.acceptance("a"), L)
+    assert ad.target_gain(e, 64) == pytest.approx(e * (0.001 + 0.005 / 64) / (0.004 + 0.005 / 64))
+    assert ad.gain("a", 64) == pytest.approx(ad.target_gain(e, 64)) and ad.gain("a", 64) < 1
+    assert not ad.should_draft("a", 64)
+    assert ad.gain("a", 1) == pytest.approx(e * 0.006 / 0.009) and ad.gain("a", 1) > 1
+
+
+def test_a_token_tree_pays_for_all_the_nodes_it_verifies():
+    ad, clock = fitted(verify_tokens=11)  # k_config (2, 2, 1): 10 nodes and the bonus
+    rounds(ad, clock, "a", accepted=3, round_s=0.004)
+    e = expected_tokens(ad.acceptance("a"), L)
+    assert ad.target_gain(e, 1) == pytest.approx(e * 0.006 / 0.016)
+
+
 def test_disabled_always_drafts():
     ad, clock = fitted(enabled=False)
     rounds(ad, clock, "a", accepted=0, round_s=1.0)
