@@ -21,6 +21,7 @@ from vllm_seed.messages import DraftBatch, DraftJob
 logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0  # before a failed drafter is pinged back
 START_TIMEOUT_S = 180.0  # for every drafter to load its model and answer
+_CALL_EMA = 0.2  # weight of the newest call in a drafter's submit-to-finish average
 
 
 def import_ray():
@@ -78,6 +79,7 @@ class DrafterPool:
         self.pings: dict = {}  # ObjectRef -> drafter: health checks of drafters marked down
         self.retry_at: dict[int, float] = {}  # down drafter -> when to ping it
         self.backoff: dict[int, float] = {}  # drafter -> its next wait; doubles per failure
+        self.call_s: dict[int, float] = {}  # drafter -> moving average of submit-to-finish seconds
         self.restarts = 0
 
     @property
@@ -92,6 +94,19 @@ class DrafterPool:
     def submit(self, drafter: int, jobs: list[DraftJob]) -> None:
         ref = self.actors[drafter].draft.remote(jobs)
         self.in_flight[ref] = (drafter, time.monotonic(), [j.req_id for j in jobs])
+
+    def time_to_land(self) -> float | None:
+        """Seconds until every in-flight draft job should have finished, by its
+        drafter's recent submit-to-finish time; None if none is in flight or a
+        drafter is not measured yet."""
+        now = time.monotonic()
+        left = [
+            self.call_s[drafter] - (now - submitted_at) if drafter in self.call_s else None
+            for drafter, submitted_at, _ in self.in_flight.values()
+        ]
+        if not left or None in left:
+            return None
+        return max(0.0, *left)
 
     def free(self, drafter: int, req_ids: list[str]) -> None:
         self.actors[drafter].free.remote(req_ids)
@@ -122,6 +137,9 @@ class DrafterPool:
             try:
                 batch = self.ray.get(ref)
                 batch.submitted_at = submitted_at  # one clock: CLOCK_MONOTONIC is system-wide
+                took = batch.finished_at - submitted_at
+                old = self.call_s.get(drafter)
+                self.call_s[drafter] = took if old is None else old + _CALL_EMA * (took - old)
                 batches.append(batch)
                 self.backoff.pop(drafter, None)
             except Exception as e:  # a crashed drafter degrades, never fails requests

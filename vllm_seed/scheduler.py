@@ -74,10 +74,8 @@ class SeedScheduler(Scheduler):
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self._dispatch(decoding, num_decoding=len(decoding))
         verify, held = self.rounds.plan(decoding)
-        if held and len(held) == len(self.running) and not self._can_admit():
-            # Nothing to run but drafts in flight: wait for the first one.
-            self._admit(timeout_s=self.seed_config.max_wait_ms / 1000)
-            verify, held = self.rounds.plan(decoding)
+        if held and not self._can_admit():
+            verify, held = self._wait_for_drafts(decoding, verify, held)
         drafts = self._inject(verify, held)
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
@@ -198,6 +196,29 @@ class SeedScheduler(Scheduler):
         self.rounds.admit(batches)
         for _, req_ids in failed:
             self.rounds.fail(req_ids)
+
+    def _wait_for_drafts(self, decoding, verify, held) -> tuple[list[str], list[str]]:
+        """Block for drafts in flight when that beats running the step now.
+
+        Nothing else to run: wait for the first draft (max_wait_ms at most).
+        Only ready drafts to verify: each target step pays a fixed cost, so
+        verifying them now and the held ones a step later costs that fixed
+        cost again; waiting costs less if the held drafts land sooner (on CPU
+        a step's fixed cost is ~45 ms and a draft call ~20 ms). Plain decodes
+        or prefills to run: the step now does real work; no wait."""
+        if len(held) == len(self.running):
+            self._admit(timeout_s=self.seed_config.max_wait_ms / 1000)
+            return self.rounds.plan(decoding)
+        if len(verify) + len(held) < len(self.running):
+            return verify, held
+        fixed, land = self.adaptive.fixed_step_s(), self.pool.time_to_land()
+        if fixed is None or land is None or land >= fixed:
+            return verify, held
+        deadline = self.rounds.clock() + fixed  # waiting longer than this would not pay
+        while held and (left := deadline - self.rounds.clock()) > 0:
+            self._admit(timeout_s=left)
+            verify, held = self.rounds.plan(decoding)
+        return verify, held
 
     def _dispatch(self, req_ids: list[str], num_decoding: int | None = None) -> None:
         k = self.seed_config.num_speculative_tokens

@@ -53,3 +53,15 @@ def test_drafters_that_never_start_fail_the_startup_with_what_to_do(monkeypatch,
                     drafter_cls=NeverReadyDrafter)
     assert time.monotonic() - start < 60
     assert not import_ray().is_initialized()  # the pool took its cluster down with it
+
+
+def test_time_to_land_is_when_the_last_in_flight_job_should_finish():
+    pool = DrafterPool.__new__(DrafterPool)  # no Ray: only the bookkeeping
+    now = time.monotonic()
+    pool.in_flight = {"ref0": (0, now - 0.010, ["a"]), "ref1": (1, now - 0.001, ["b"])}
+    pool.call_s = {0: 0.020, 1: 0.015}
+    assert pool.time_to_land() == pytest.approx(0.014, abs=0.004)
+    pool.call_s = {0: 0.020}  # drafter 1 never measured: unknown
+    assert pool.time_to_land() is None
+    pool.in_flight = {"ref0": (0, now - 0.5, ["a"])}  # overdue
+    assert pool.time_to_land() == 0

@@ -12,6 +12,8 @@ BLOCK = 16
 class FakePool:
     def __init__(self):
         self.jobs, self.ready, self.failed, self.freed, self.timeouts = [], [], [], [], []
+        self.later = []  # batches that land while the scheduler blocks
+        self.land = None  # time_to_land()
         self.down = set()
         self.restarts = 0
 
@@ -20,9 +22,14 @@ class FakePool:
 
     def poll(self, timeout_s, job_timeout_s=None):
         self.timeouts.append(timeout_s)
+        if timeout_s > 0:
+            self.ready, self.later = self.ready + self.later, []
         ready, failed = self.ready, self.failed
         self.ready, self.failed = [], []
         return sorted(ready, key=lambda b: b.finished_at), failed
+
+    def time_to_land(self):
+        return self.land
 
     def free(self, drafter, req_ids):
         self.freed.extend(req_ids)
@@ -151,6 +158,37 @@ def test_engine_phases_partition_the_wall_time_of_the_steps(sched):
     # Consecutive, disjoint segments from the first schedule() to the last update: no gap.
     covered = sum(stats.phase_s.values()) + stats.blocked_wait_s
     assert wall - 0.005 < covered <= wall
+
+
+def two_drafting_branches(sched, land, paused=()):
+    """a and b (and the ``paused`` ones, plainly) decode after their prefill;
+    a's draft is ready, b's lands in ``land`` s; a step's fixed cost is 45 ms."""
+    sched.adaptive.should_draft = lambda rid, num_decoding: rid not in paused
+    for rid in ("a", "b", *paused):
+        add(sched, rid)
+    step(sched, {})
+    for tokens in (2, 8, 2, 8, 2, 8):
+        sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
+    finish(sched.pool, 0, ["a"], at=1.0)
+    finish(sched.pool, 1, ["b"], at=1.01)
+    sched.pool.later.append(sched.pool.ready.pop())
+    sched.pool.land = land
+
+
+def test_a_ready_draft_waits_for_drafts_that_land_within_a_step_fixed_cost(sched):
+    two_drafting_branches(sched, land=0.02)
+    out = step(sched, {})
+    assert list(out.scheduled_spec_decode_tokens) == ["a", "b"]  # one step, not two
+    assert sched.pool.timeouts[-1] == pytest.approx(0.045, abs=0.01)  # it blocked, 45 ms at most
+
+
+@pytest.mark.parametrize("land, paused", [(0.06, ()), (0.02, ("c",))])
+def test_no_wait_for_late_drafts_nor_with_plain_decodes_to_run(sched, land, paused):
+    two_drafting_branches(sched, land, paused)
+    out = step(sched, {})
+    assert list(out.scheduled_spec_decode_tokens) == ["a"]
+    assert out.num_scheduled_tokens == {"a": 4, **{rid: 1 for rid in paused}}
+    assert max(sched.pool.timeouts) == 0
 
 
 def test_held_branches_count_against_max_num_seqs(random_llama_dir):
