@@ -14,7 +14,7 @@ import time
 
 import psutil
 
-from vllm_seed import reaper
+from vllm_seed import _vllm_compat, reaper
 from vllm_seed.config import SeedConfig
 from vllm_seed.messages import DraftBatch, DraftJob
 
@@ -235,3 +235,12 @@ def _kill(procs) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=2.0)
+
+
+def default_draft_cpus(config: SeedConfig) -> tuple[int, ...]:
+    """The configured cores; on CPU by default the last one, which vLLM's
+    worker leaves to the engine core (its OpenMP threads take the others)."""
+    if config.draft_cpus or _vllm_compat.platform_kind() != "cpu":
+        return config.draft_cpus
+    cores = sorted(os.sched_getaffinity(0))
+    return tuple(cores[-1:]) if len(cores) > 1 else ()

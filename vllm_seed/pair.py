@@ -8,6 +8,7 @@ garbage drafts (which would stay lossless but never be accepted).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -53,3 +54,9 @@ def _first_difference(target, draft) -> str | None:
         if getattr(target, name) != getattr(draft, name):
             return f"{name} is {getattr(target, name)} in the target, {getattr(draft, name)} in the draft"
     return None
+
+
+def draft_context_len(model_dir: str) -> int:
+    """The draft's context length: its positions beyond that are untrained."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        return int(json.load(f).get("max_position_embeddings", 2048))

@@ -10,18 +10,17 @@ draft, it blocks on the next one instead of spinning empty steps.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 from vllm_seed import _vllm_compat
 from vllm_seed.adaptive import AdaptiveSpeculation
 from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
-from vllm_seed.drafter_pool import DrafterPool
+from vllm_seed.drafter_pool import DrafterPool, default_draft_cpus
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
-from vllm_seed.pair import check_same_tokenizer, check_vocab_size
+from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
 from vllm_seed.rounds import SeedRounds, State
+from vllm_seed.tree_verify import tree_unsupported_reason
 
 logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
 _SAMPLING_EPS = 1e-5  # vLLM treats temperature below this as greedy
@@ -33,7 +32,7 @@ class SeedScheduler(Scheduler):
     def __init__(self, vllm_config, *args, **kwargs):
         super().__init__(vllm_config, *args, **kwargs)
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
-        self.draft_max_len = min(self.max_model_len, _max_positions(self.seed_config.draft_model))
+        self.draft_max_len = min(self.max_model_len, draft_context_len(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
         tree = self.seed_config.tree
         self.adaptive = AdaptiveSpeculation(
@@ -54,7 +53,7 @@ class SeedScheduler(Scheduler):
         self._logged_off: set[str] = set()
 
     def _make_pool(self, vllm_config) -> DrafterPool:
-        pool = DrafterPool(self.seed_config, self.draft_max_len, draft_cpus(self.seed_config))
+        pool = DrafterPool(self.seed_config, self.draft_max_len, default_draft_cpus(self.seed_config))
         try:
             check_vocab_size(self.seed_config.draft_model, pool.vocab_size,
                              vllm_config.model_config.get_vocab_size())
@@ -284,35 +283,8 @@ class SeedScheduler(Scheduler):
         return not request.is_finished() and request.num_computed_tokens == request.num_tokens - 1
 
 
-def tree_unsupported_reason(params) -> str | None:
-    """Why a request's sampling cannot be tree-verified exactly, or None."""
-    checks = {
-        "logprobs": params.logprobs is not None,
-        "penalties": params.presence_penalty != 0 or params.frequency_penalty != 0
-        or params.repetition_penalty != 1,
-        "min_p": params.min_p > 0,
-        "min_tokens": params.min_tokens > 0,
-        "logit_bias / allowed_token_ids / bad_words": bool(
-            params.logit_bias or params.allowed_token_ids or params.bad_words
-        ),
-        "structured outputs": params.structured_outputs is not None,
-    }
-    return next((name for name, hit in checks.items() if hit), None)
-
-
 def _decode_only(out) -> bool:
     """Each scheduled branch decodes one token, plus its draft if it verifies one."""
     spec = out.scheduled_spec_decode_tokens
     return all(n == 1 + len(spec.get(rid, ())) for rid, n in out.num_scheduled_tokens.items())
 
-
-def _max_positions(model_dir: str) -> int:
-    with open(os.path.join(model_dir, "config.json")) as f:
-        return int(json.load(f).get("max_position_embeddings", 2048))
-
-
-def draft_cpus(config: SeedConfig) -> tuple[int, ...]:
-    if config.draft_cpus or _vllm_compat.platform_kind() != "cpu":
-        return config.draft_cpus
-    cores = sorted(os.sched_getaffinity(0))
-    return tuple(cores[-1:]) if len(cores) > 1 else ()

@@ -123,3 +123,19 @@ def _target_probs(rows, temperature: float, sampling_metadata, row: int) -> torc
 
 def _as_tensor(probs: np.ndarray | None, num_nodes: int) -> torch.Tensor | None:
     return None if probs is None else torch.from_numpy(np.ascontiguousarray(probs[:num_nodes]))
+
+
+def tree_unsupported_reason(params) -> str | None:
+    """Why a request's sampling cannot be tree-verified exactly, or None."""
+    checks = {
+        "logprobs": params.logprobs is not None,
+        "penalties": params.presence_penalty != 0 or params.frequency_penalty != 0
+        or params.repetition_penalty != 1,
+        "min_p": params.min_p > 0,
+        "min_tokens": params.min_tokens > 0,
+        "logit_bias / allowed_token_ids / bad_words": bool(
+            params.logit_bias or params.allowed_token_ids or params.bad_words
+        ),
+        "structured outputs": params.structured_outputs is not None,
+    }
+    return next((name for name, hit in checks.items() if hit), None)
