@@ -137,6 +137,9 @@ def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
         "wall_s": wall_s, "engine_steps": steps,
         "ms_per_engine_step": 1e3 * sum(phases.values()) / steps if steps else None,
         "verify_steps": delta.get("verify_steps", 0.0), "shares": shares,
+        # Engine steps with speculation off: its gate shut, or a plain window (adaptive.py).
+        "gate_shut_share": delta.get("gate_shut_steps", 0.0) / steps if steps else None,
+        "plain_window_share": delta.get("plain_window_steps", 0.0) / steps if steps else None,
         "drafter_busy_share": busy / wall_s, "draft_calls": calls,
         "ms_per_call": {"drafting": 1e3 * busy / calls if calls else None,
                         "transfer": per_call("draft_transfer_seconds"),

@@ -13,11 +13,17 @@ Decoding plainly yields 1 token per plain step, ``plain_step_s``. The gain
 
 is measured, not assumed: ``a`` per branch from its own verifications (the
 geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
-``plain_step_s`` from a linear model of the target's step time in scheduled
-tokens, fitted over decode and verify steps (fixed + per_token * tokens, at the
-current number of decoding branches N). Low acceptance lowers E; a large batch
-makes verify steps (B * (L+1) tokens) cost more than plain ones (B tokens);
-saturated drafters lengthen rounds. Each shows up as a gain below 1.
+``plain_step_s`` from plain decoding alone: wall time between consecutive
+plain decode steps while no draft is in flight, fitted linearly in the number
+of decoding branches N. Drafters share the machine with the serving stack (on
+CPU, the engine core and the API server share a core with them), so a plain
+step measured while others draft is slower than plain decoding would be; only
+steps with nothing drafting are a fair baseline. When speculation keeps the
+drafters busy, every ``_CLEAN_REFRESH`` steps all branches decode plainly for a
+few steps (a *plain window*) to measure it afresh. Low acceptance lowers E; a
+large batch makes verify steps (B * (L+1) tokens) cost more than plain ones (B
+tokens); saturated drafters, and drafting that slows the target's host,
+lengthen rounds. Each shows up as a gain below 1.
 
 One branch's rounds do not see what its verify tokens cost the other branches
 of the step: where the target is the bottleneck (many branches), speculation
@@ -38,6 +44,17 @@ branch is judged by everyone's measurements (a ToT node's siblings need not
 each pay for learning that drafting does not pay), but pauses at most the
 minimum backoff before its own probe, so a changed load is noticed.
 
+Per-branch estimates can still be wrong about the whole: rounds of branches
+that share a drafter, steps that mix verified and paused branches, drafting
+that slows the host. So a *gate* also judges speculation as a whole, by its
+outcome: over the last ~``_GATE_STEPS`` decode steps with speculation on, the
+time plain decoding would have taken for the tokens emitted (each step's
+tokens x plain_step_s(N) / N) over the time they took. Below 1, speculation
+is off for every branch for ``_GATE_MIN_OFF`` steps (doubling up to
+``_GATE_MAX_OFF`` while it keeps losing), then on again to be judged afresh.
+Whether speculation pays depends mostly on the load, so there is one gate per
+range of N (1, 2-3, 4-7, 8-15, ...).
+
 Pure Python, clock injected, like rounds.py.
 """
 
@@ -49,6 +66,11 @@ from dataclasses import dataclass
 _EMA = 0.2  # weight of the newest sample in moving averages
 _PRIOR = 4.0  # pseudo-observations of the global acceptance in a branch's estimate
 _MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes again
+_CLEAN_REFRESH = 256  # engine steps between measurements of plain decoding alone
+_CLEAN_SAMPLES = 4  # plain steps with nothing drafting a plain window waits for
+_CLEAN_WINDOW = 16  # at most this many steps: drafts in flight may take long to land
+_GATE_STEPS = 32  # decode steps of speculation a gate judges on
+_GATE_MIN_OFF, _GATE_MAX_OFF = 64, 1024  # engine steps a gate stays shut once speculation lost
 
 
 def expected_tokens(acceptance: float, num_draft: int) -> float:
@@ -64,10 +86,46 @@ class _Branch:
     rejected: float = 0.0
     round_s: float | None = None
     last_step_at: float | None = None  # when its last step (plain or verify) completed
-    last_was_plain: bool = False
     paused_steps: int = 0  # plain steps left before the next probe round
     probe: bool = False  # the pause is over: draft one round whatever the estimate
     backoff: int = _MIN_BACKOFF
+
+
+@dataclass
+class _Gate:
+    """Speculation as a whole at one range of load (module docstring)."""
+    spec_s: float = 0.0  # decayed sums over decode steps with speculation on:
+    plain_s: float = 0.0  # their wall time, and plain decoding's for their tokens
+    steps: int = 0  # decode steps in those sums since the gate last opened
+    shut: int = 0  # engine steps left with speculation off
+    shut_steps: int = _GATE_MIN_OFF  # how long the next shutting lasts
+
+    def gain(self) -> float:
+        return self.plain_s / self.spec_s if self.spec_s > 0 else 1.0
+
+    def add(self, seconds: float, plain_s: float) -> None:
+        keep = 1.0 - 1.0 / _GATE_STEPS
+        self.spec_s = keep * self.spec_s + seconds
+        self.plain_s = keep * self.plain_s + plain_s
+        self.steps += 1
+        if self.steps < _GATE_STEPS:
+            return
+        if self.gain() < 1.0:
+            self.shut, self.shut_steps = self.shut_steps, min(2 * self.shut_steps, _GATE_MAX_OFF)
+        else:
+            self.shut_steps = _GATE_MIN_OFF
+
+    def tick(self) -> None:
+        if self.shut:
+            self.shut -= 1
+            if not self.shut:  # open: judged afresh
+                self.spec_s = self.plain_s = 0.0
+                self.steps = 0
+
+
+def load_range(num_decoding: int) -> int:
+    """The gate of ``num_decoding`` branches: 1, 2-3, 4-7, 8-15, ..."""
+    return max(num_decoding, 1).bit_length()
 
 
 def _ema(old: float | None, sample: float) -> float:
@@ -77,7 +135,8 @@ def _ema(old: float | None, sample: float) -> float:
 class _StepCostModel:
     """Exponentially weighted least squares of step seconds on step tokens."""
 
-    def __init__(self):
+    def __init__(self, min_samples: float = 4):
+        self.min_samples = min_samples
         self.n = self.x = self.y = self.xx = self.xy = 0.0
 
     def add(self, tokens: int, seconds: float) -> None:
@@ -86,12 +145,15 @@ class _StepCostModel:
         self.xx, self.xy = keep * self.xx + tokens * tokens, keep * self.xy + tokens * seconds
 
     def fit(self) -> tuple[float, float] | None:
-        """(fixed seconds, seconds per token), or None before 4 steps."""
-        if self.n < 4:
+        """(fixed seconds, seconds per token), or None before enough steps."""
+        if self.n < self.min_samples:
             return None
         var = self.n * self.xx - self.x * self.x
         slope = max(0.0, (self.n * self.xy - self.x * self.y) / var) if var > 1e-9 else 0.0
-        return (self.y - slope * self.x) / self.n, slope
+        fixed = (self.y - slope * self.x) / self.n
+        if fixed < 0:  # noise; a line through the origin predicts small sizes better
+            return 0.0, self.xy / self.xx
+        return fixed, slope
 
     def predict(self, tokens: int) -> float | None:
         fit = self.fit()
@@ -110,7 +172,49 @@ class AdaptiveSpeculation:
         self.steps = _StepCostModel()
         self.accepted = self.rejected = 0.0  # global, for the prior
         self.round_s: float | None = None  # global: a new branch's estimate
-        self.plain_s: float | None = None  # global: measured plain step interval
+        self.plain = _StepCostModel(min_samples=3)  # plain step seconds on N, nothing drafting
+        # Engine steps since the last sample of it or plain window: the first
+        # window comes early, the global gate needs it.
+        self.since_plain = _CLEAN_REFRESH - _GATE_STEPS
+        self.window = 0  # steps left in a plain window; 0: none
+        self.window_samples = 0
+        self.gates: dict[int, _Gate] = {}  # by load_range
+
+    def tick(self) -> None:
+        """Once per engine step: count shut gates down; open a plain window
+        when the measurement of plain decoding is stale, close it once it has
+        its samples."""
+        self.since_plain += 1
+        for gate in self.gates.values():
+            gate.tick()
+        if self.window:
+            self.window = 0 if self.window_samples >= _CLEAN_SAMPLES else self.window - 1
+        elif self.enabled and self.since_plain >= _CLEAN_REFRESH:
+            self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
+
+    def plain_step(self, num_decoding: int, seconds: float) -> None:
+        """A decode step of ``num_decoding`` plain branches that took
+        ``seconds`` of wall time, end to end, with no draft in flight. A step
+        slowed by something else on the host (the API server taking new
+        requests) counts as at most twice the prediction: the baseline must
+        not flatter speculation."""
+        predicted = self.plain.predict(num_decoding)
+        self.plain.add(num_decoding, seconds if predicted is None else min(seconds, 2 * predicted))
+        self.since_plain = 0
+        self.window_samples += 1
+
+    def speculative_step(self, num_decoding: int, num_emitted: int, seconds: float) -> None:
+        """A decode step while speculation is on: ``num_decoding`` branches
+        (scheduled or held back) emitted ``num_emitted`` tokens in ``seconds``
+        of wall time since the previous step ended."""
+        plain_s = self.plain.predict(num_decoding)
+        gate = self.gate(num_decoding)
+        if gate.shut or self.window or plain_s is None or num_decoding == 0 or not self.enabled:
+            return
+        gate.add(seconds, num_emitted * plain_s / num_decoding)
+
+    def gate(self, num_decoding: int) -> _Gate:
+        return self.gates.setdefault(load_range(num_decoding), _Gate())
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
         """One decode or verify step (no prefill): ``num_tokens`` scheduled,
@@ -133,9 +237,7 @@ class AdaptiveSpeculation:
             if since is not None:  # the round: draft wait, queueing and the verify step
                 b.round_s = _ema(b.round_s, since)
                 self.round_s = _ema(self.round_s, since)
-        elif since is not None and b.last_was_plain:
-            self.plain_s = _ema(self.plain_s, since)
-        b.last_step_at, b.last_was_plain = now, not num_drafted
+        b.last_step_at = now
 
     def acceptance(self, req_id: str) -> float:
         prior = self.accepted / max(self.accepted + self.rejected, 1.0) if self.accepted else 0.5
@@ -147,7 +249,7 @@ class AdaptiveSpeculation:
         A branch without rounds of its own is judged by everyone's."""
         b = self.branches.get(req_id)
         round_s = b.round_s if b is not None and b.round_s is not None else self.round_s
-        plain_s = self.plain_s if self.plain_s is not None else self.steps.predict(num_decoding)
+        plain_s = self.plain.predict(num_decoding) or self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
         e = expected_tokens(self.acceptance(req_id), self.num_draft)
@@ -168,6 +270,8 @@ class AdaptiveSpeculation:
         """Asked once per step for each idle decoding branch."""
         if not self.enabled:
             return True
+        if self.window or self.gate(num_decoding).shut:
+            return False
         b = self.branches.setdefault(req_id, _Branch())
         if b.paused_steps > 0:
             b.paused_steps -= 1

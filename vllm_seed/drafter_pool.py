@@ -95,6 +95,10 @@ class DrafterPool:
         ref = self.actors[drafter].draft.remote(jobs)
         self.in_flight[ref] = (drafter, time.monotonic(), [j.req_id for j in jobs])
 
+    def drafting(self) -> bool:
+        """A draft job is in flight (or done and not yet polled)."""
+        return bool(self.in_flight)
+
     def time_to_land(self) -> float | None:
         """Seconds until every in-flight draft job should have finished, by its
         drafter's recent submit-to-finish time; None if none is in flight or a

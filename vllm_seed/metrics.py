@@ -33,6 +33,8 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "held_back_steps": ("vllm_seed:held_back_branch_steps", "Branch-steps held back waiting for a draft."),
     "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
     "paused_steps": ("vllm_seed:paused_branch_steps", "Branch-steps decoded plainly because drafting did not pay."),
+    "gate_shut_steps": ("vllm_seed:gate_shut_steps", "Engine steps with speculation off at their load: it lost to plain decoding."),
+    "plain_window_steps": ("vllm_seed:plain_window_steps", "Engine steps in which every branch decoded plainly to measure plain decoding."),
     "drafter_restarts": ("vllm_seed:drafter_restarts", "Drafters that died and came back."),
     "queue_wait_s": ("vllm_seed:queue_wait_seconds", "Time drafts waited in the verify queue."),
     "blocked_wait_s": ("vllm_seed:blocked_wait_seconds", "Time the scheduler waited with no runnable branch."),
@@ -90,7 +92,7 @@ def summary_line(snap: dict) -> str:
         f"queue wait {1000 * snap['queue_wait_s'] / drafts:.2f} ms/draft, "
         f"held back {snap['held_back_steps']} branch-steps, "
         f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
-        f"paused {snap['paused_steps']} branch-steps, "
+        f"paused {snap['paused_steps']} branch-steps, gate shut {snap['gate_shut_steps']} steps, "
         f"fallbacks {snap['plain_fallbacks']}, restarts {snap['drafter_restarts']}"
     )
 

@@ -57,6 +57,8 @@ class RoundStats:
     held_back_steps: int = 0
     plain_fallbacks: int = 0
     paused_steps: int = 0
+    gate_shut_steps: int = 0  # engine steps with speculation off at their load (adaptive.py)
+    plain_window_steps: int = 0  # engine steps measuring plain decoding alone
     drafter_restarts: int = 0
     queue_wait_s: float = 0.0
     blocked_wait_s: float = 0.0

@@ -44,6 +44,8 @@ class SeedScheduler(Scheduler):
         self._step_cost_s = 0.0
         self._step_started_at = None
         self._step_ended_at = None  # update_from_output's return, while work remains
+        self._undrafted_since = None  # the last step's end, if no draft was in flight then
+        self._num_decoding_at_step = 0
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
         if not model.skip_tokenizer_init:
@@ -68,9 +70,15 @@ class SeedScheduler(Scheduler):
         if self._step_ended_at is not None:
             stats.add_phase("engine_loop", entered_at - self._step_ended_at)
         blocked_before = stats.blocked_wait_s
+        self.adaptive.tick()
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
+        self._num_decoding_at_step = len(decoding)
+        if decoding and self.adaptive.window:
+            stats.plain_window_steps += 1
+        elif decoding and self.adaptive.gate(len(decoding)).shut:
+            stats.gate_shut_steps += 1
         self._dispatch(decoding, num_decoding=len(decoding))
         verify, held = self.rounds.plan(decoding)
         if held and not self._can_admit():
@@ -123,6 +131,7 @@ class SeedScheduler(Scheduler):
         ended_at = self.rounds.clock()
         stats.add_phase("vllm_update", vllm_s)
         stats.add_phase("seed_update", ended_at - entered_at - vllm_s)
+        self._measure_rates(scheduler_output, model_runner_output, self._step_ended_at, ended_at)
         # The gap to the next step is engine-loop overhead while work remains; with none
         # left, the engine idles until a request arrives: not counted.
         self._step_ended_at = ended_at if (self.running or self.waiting) else None
@@ -141,6 +150,21 @@ class SeedScheduler(Scheduler):
                 self.adaptive.stepped(rid, num_drafted, max(len(sampled) - 1, 0))
             elif num_tokens == 1:  # a plain decode step
                 self.adaptive.stepped(rid)
+
+    def _measure_rates(self, out, runner_out, previous_end, ended_at) -> None:
+        """Wall time per decode step, from the previous step's end: of plain
+        decoding, from steps with no draft in flight in that time; else of
+        speculation, with the tokens it emitted (adaptive.py's global gate)."""
+        undrafted = not self.pool.drafting()
+        if previous_end is not None and _decode_only(out):
+            seconds = ended_at - previous_end
+            if undrafted and self._undrafted_since == previous_end and _plain_decode(out):
+                self.adaptive.plain_step(out.total_num_scheduled_tokens, seconds)
+            else:
+                index, sampled = runner_out.req_id_to_index, runner_out.sampled_token_ids
+                emitted = sum(len(sampled[index[rid]]) for rid in out.num_scheduled_tokens if rid in index)
+                self.adaptive.speculative_step(self._num_decoding_at_step, emitted, seconds)
+        self._undrafted_since = ended_at if undrafted else None
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -288,3 +312,8 @@ def _decode_only(out) -> bool:
     spec = out.scheduled_spec_decode_tokens
     return all(n == 1 + len(spec.get(rid, ())) for rid, n in out.num_scheduled_tokens.items())
 
+
+def _plain_decode(out) -> bool:
+    """Each scheduled branch decodes one token, without a draft."""
+    counts = out.num_scheduled_tokens
+    return bool(counts) and not out.scheduled_spec_decode_tokens and all(n == 1 for n in counts.values())

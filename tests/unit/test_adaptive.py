@@ -3,7 +3,16 @@ and resumes when it does."""
 
 import pytest
 
-from vllm_seed.adaptive import _MIN_BACKOFF, AdaptiveSpeculation, expected_tokens
+from vllm_seed.adaptive import (
+    _CLEAN_REFRESH,
+    _CLEAN_SAMPLES,
+    _CLEAN_WINDOW,
+    _GATE_MIN_OFF,
+    _GATE_STEPS,
+    _MIN_BACKOFF,
+    AdaptiveSpeculation,
+    expected_tokens,
+)
 
 L = 3
 
@@ -48,6 +57,13 @@ def test_step_cost_model_recovers_a_linear_step_time():
     assert ad.steps.predict(100) == pytest.approx(0.105)
 
 
+def test_a_fit_with_a_negative_fixed_cost_goes_through_the_origin():
+    ad, _ = fitted(step_s=lambda tokens: 0.001 * tokens - 0.002 if tokens > 10 else 0.0005 * tokens)
+    fixed, per_token = ad.steps.fit()
+    assert fixed == 0.0 and 0.0005 < per_token < 0.001
+    assert ad.steps.predict(1) == pytest.approx(per_token)
+
+
 def test_nothing_is_decided_before_it_is_measured():
     ad = AdaptiveSpeculation(L, clock=Clock())
     assert ad.gain("a", 1) is None
@@ -62,12 +78,72 @@ def test_high_acceptance_and_cheap_drafts_keep_drafting():
     assert all(ad.should_draft("a", 1) for _ in range(20))
 
 
-def test_a_measured_plain_step_beats_the_model():
+def test_measured_plain_decoding_beats_the_model():
     ad, clock = fitted()
     rounds(ad, clock, "a", accepted=3, round_s=0.015)
-    plain_steps(ad, clock, "b", step_s=0.002)  # plain steps are cheaper than the fit says
-    assert ad.plain_s == pytest.approx(0.002)
+    for _ in range(_CLEAN_SAMPLES):  # plain decoding alone is cheaper than the forward fit says
+        ad.plain_step(1, 0.002)
+    assert ad.plain.predict(1) == pytest.approx(0.002)
     assert ad.gain("a", 1) < 1
+
+
+def test_a_plain_step_slowed_by_something_else_counts_as_twice_the_prediction():
+    ad, _ = fitted()
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(1, 0.010)
+    ad.plain_step(1, 0.500)  # the host was busy
+    assert ad.plain.predict(1) < 0.013
+
+
+def test_plain_steps_while_others_draft_are_not_the_baseline():
+    """A paused branch's plain steps, slowed by drafting elsewhere, must not
+    make drafting look better: only plain_step() feeds the baseline."""
+    ad, clock = fitted()
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(1, 0.006)
+    rounds(ad, clock, "a", accepted=3, round_s=0.030)  # E ~ 3.6 tokens per 30 ms
+    plain_steps(ad, clock, "b", step_s=0.012)  # contended: twice plain decoding alone
+    assert ad.gain("a", 1) == pytest.approx(expected_tokens(ad.acceptance("a"), L) * 0.006 / 0.030)
+    assert ad.gain("a", 1) < 1
+
+
+def ticks_to_window(ad):
+    ticks = 0
+    while not ad.window:
+        ad.tick()
+        ticks += 1
+    return ticks
+
+
+def test_a_plain_window_measures_plain_decoding_when_speculation_never_pauses():
+    ad, _ = fitted()
+    assert ticks_to_window(ad) == _GATE_STEPS  # the first one early: the gate needs it
+    assert ad.window == _CLEAN_WINDOW
+    assert not ad.should_draft("a", 1) and not ad.should_draft("b", 1)
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(1, 0.004)
+        ad.tick()
+    assert ad.window == 0 and ad.should_draft("a", 1)
+    assert ad.plain.predict(1) == pytest.approx(0.004)
+    assert ticks_to_window(ad) == _CLEAN_REFRESH - 1  # then _CLEAN_REFRESH steps after the last sample
+
+
+def test_a_plain_window_ends_without_samples_after_its_length():
+    ad, _ = fitted()
+    ticks_to_window(ad)
+    for _ in range(_CLEAN_WINDOW):
+        assert not ad.should_draft("a", 1)
+        ad.tick()
+    assert ad.window == 0 and ad.should_draft("a", 1)
+    assert ticks_to_window(ad) == _CLEAN_REFRESH - _CLEAN_WINDOW  # counted from its start
+
+
+def test_plain_decoding_measured_as_it_happens_needs_no_window():
+    ad, _ = fitted()
+    for _ in range(3 * _CLEAN_REFRESH):
+        ad.plain_step(1, 0.004)
+        ad.tick()
+    assert ad.window == 0
 
 
 def test_low_acceptance_pauses_then_probes_and_backs_off():
@@ -144,7 +220,65 @@ def test_a_token_tree_pays_for_all_the_nodes_it_verifies():
     assert ad.target_gain(e, 1) == pytest.approx(e * 0.006 / 0.016)
 
 
+def speculate(ad, steps, emitted, seconds, num_decoding=4):
+    for _ in range(steps):  # as the scheduler calls them
+        ad.tick()
+        ad.speculative_step(num_decoding, emitted, seconds)
+
+
+def gated(plain_s=0.010, num_decoding=4):
+    ad, clock = fitted()
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(num_decoding, plain_s)
+    return ad, clock
+
+
+def test_the_gate_turns_speculation_off_everywhere_while_it_loses_to_plain_decoding():
+    """4 branches decode 4 tokens per 10 ms plainly. Speculating, a step emits
+    4 tokens in 20 ms: every branch pauses, whatever its own estimate."""
+    ad, clock = gated()
+    rounds(ad, clock, "a", accepted=3, round_s=0.004)  # its own rounds look great
+    speculate(ad, _GATE_STEPS, emitted=4, seconds=0.020)
+    gate = ad.gate(4)
+    assert gate.gain() == pytest.approx(0.5)
+    assert gate.shut == _GATE_MIN_OFF
+    assert not ad.should_draft("a", 4) and not ad.should_draft("b", 5)
+    assert ad.should_draft("c", 2)  # another load: its own gate
+    for _ in range(_GATE_MIN_OFF):
+        ad.tick()
+    assert gate.shut == 0 and gate.steps == 0 and ad.should_draft("a", 4)
+    speculate(ad, _GATE_STEPS, emitted=4, seconds=0.020)  # still losing: off for longer
+    assert gate.shut == 2 * _GATE_MIN_OFF
+
+
+def test_the_gate_stays_open_while_speculation_wins():
+    ad, _ = gated()
+    speculate(ad, 4 * _GATE_STEPS, emitted=10, seconds=0.020)  # 10 tokens per 20 ms vs 8
+    assert ad.gate(4).gain() == pytest.approx(1.25)
+    assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
+
+
+def test_the_gate_compares_at_the_batch_it_measured():
+    """Plain steps cost 10 ms at 4 branches and 20 ms at 16: speculation that
+    emits 16 tokens per 18 ms at 16 branches wins."""
+    ad, _ = gated()
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(16, 0.020)
+    speculate(ad, _GATE_STEPS, emitted=16, seconds=0.018, num_decoding=16)
+    assert ad.gate(16).gain() == pytest.approx(0.020 / 0.018, rel=0.05)
+    assert ad.gate(16).shut == 0
+
+
+def test_the_gate_waits_for_a_measurement_of_plain_decoding():
+    ad, _ = fitted()
+    speculate(ad, _GATE_STEPS, emitted=1, seconds=1.0)
+    assert ad.gate(4).steps == 0 and ad.gate(4).shut == 0
+
+
 def test_disabled_always_drafts():
     ad, clock = fitted(enabled=False)
     rounds(ad, clock, "a", accepted=0, round_s=1.0)
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(1, 0.001)
+    speculate(ad, 2 * _CLEAN_REFRESH, emitted=1, seconds=1.0, num_decoding=1)
     assert all(ad.should_draft("a", 1) for _ in range(50))

@@ -80,6 +80,8 @@ vllm_seed:draft_transfer_seconds_total 0.04
 vllm_seed:draft_undelivered_seconds_total 0.2
 vllm_seed:blocked_wait_seconds_total 1.0
 vllm_seed:verify_steps_total 50.0
+vllm_seed:gate_shut_steps_total 20.0
+vllm_seed:plain_window_steps_total 5.0
 vllm_seed:drafter_busy_seconds_total{drafter="0"} 0.8
 vllm_seed:drafter_busy_seconds_total{drafter="1"} 0.4
 vllm_seed:engine_phase_seconds_total{phase="target_verify"} 3.0
@@ -106,6 +108,7 @@ def test_seed_profile_shares_and_per_call_times():
                                          "outside_steps": 0.5})
     assert p["ms_per_engine_step"] == pytest.approx(50.0)  # 5 s of phases over 100 steps
     assert p["drafter_busy_share"] == pytest.approx(0.12)
+    assert (p["gate_shut_share"], p["plain_window_share"]) == pytest.approx((0.2, 0.05))  # of steps
     assert p["ms_per_call"] == pytest.approx({"drafting": 30.0, "transfer": 1.0,
                                               "undelivered": 5.0})
     assert seed_profile({}, 10.0) is None

@@ -115,7 +115,7 @@ def test_profile_table_sums_seed_counters_over_repetitions():
         rec["wall_time_s"] = 5.0
         rec["seed"] = {"engine_steps": 50.0, "draft_jobs": 10.0, "blocked_wait_seconds": 0.5,
                        "draft_transfer_seconds": 0.01, "draft_undelivered_seconds": 0.02,
-                       "drafter_busy_seconds{drafter=0}": 1.0,
+                       "drafter_busy_seconds{drafter=0}": 1.0, "gate_shut_steps": 15.0,
                        "engine_phase_seconds{phase=target_verify}": 2.0}
         records.append(rec)
     rows = build_rows(records, order, {})
@@ -124,7 +124,7 @@ def test_profile_table_sums_seed_counters_over_repetitions():
     line = profile_table(rows).splitlines()[2]
     # 4 s of verify steps and 1 s blocked in 10 s; drafter busy 2 s; per call 100/1/2 ms.
     assert line.startswith("| seed-d1 | 0 | latency | 100 (50.0) | 0.0% | 0.0% | 10.0% | 40.0% |")
-    assert line.endswith("| 50.0% | 20% | 100.0 / 1.00 / 2.0 |")
+    assert line.endswith("| 50.0% | 30% / 0% | 20% | 100.0 / 1.00 / 2.0 |")
 
 
 def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):

@@ -14,6 +14,7 @@ class FakePool:
         self.jobs, self.ready, self.failed, self.freed, self.timeouts = [], [], [], [], []
         self.later = []  # batches that land while the scheduler blocks
         self.land = None  # time_to_land()
+        self.busy = False  # drafting()
         self.down = set()
         self.restarts = 0
 
@@ -30,6 +31,9 @@ class FakePool:
 
     def time_to_land(self):
         return self.land
+
+    def drafting(self):
+        return self.busy
 
     def free(self, drafter, req_ids):
         self.freed.extend(req_ids)
@@ -252,6 +256,47 @@ def test_verifications_feed_adaptive_speculation(sched):
     a, b = sched.adaptive.branches["a"], sched.adaptive.branches["b"]
     assert (a.accepted, a.rejected, b.accepted, b.rejected) == (1, 1, 3, 0)
     assert sched.adaptive.steps.n == 1  # the verify step: prefills lie off the decode cost curve
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_plain_steps_measure_plain_decoding_only_while_nothing_drafts(sched, busy):
+    sched.adaptive.should_draft = lambda rid, num_decoding: False
+    sched.pool.busy = busy
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})  # prefill: not a decode step
+    for _ in range(4):
+        step(sched, {})  # a and b decode plainly
+    assert sched.adaptive.plain.n == pytest.approx(0 if busy else 1 + 0.95 + 0.95**2 + 0.95**3)
+    if not busy:
+        assert 0 < sched.adaptive.plain.predict(2) < 1.0
+
+
+def test_verify_steps_feed_the_gate_of_their_load_with_the_tokens_they_emitted(sched):
+    for _ in range(4):
+        sched.adaptive.plain_step(2, 1.0)  # plain decoding: 1 s per step of 2 branches
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})  # prefill
+    sched.pool.busy = True  # drafts in flight
+    finish(sched.pool, 0, ["a", "b"], at=1.0)
+    step(sched, {"a": [11, 99], "b": [11, 12, 13, 14]})  # 6 tokens for 2 branches
+    gate = sched.adaptive.gate(2)
+    assert gate.steps == 1
+    assert gate.plain_s == pytest.approx(6 * 1.0 / 2)  # plain decoding needs 3 s for them
+    assert 0 < gate.spec_s < 1.0  # this step took far less
+
+
+def test_a_shut_gate_counts_its_steps(sched):
+    for _ in range(4):
+        sched.adaptive.plain_step(2, 0.001)
+    sched.adaptive.gate(2).shut = 10
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})
+    out = step(sched, {})
+    assert out.num_scheduled_tokens == {"a": 1, "b": 1} and not sched.pool.jobs
+    assert sched.rounds.stats.gate_shut_steps == 1  # the prefill step had no decoding branch
 
 
 def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
