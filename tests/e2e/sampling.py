@@ -1,12 +1,55 @@
 """Shared pieces of the lossless tests: prompts, sampling, two-sample test."""
 
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import tempfile
+import warnings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GSM8K_TEST = REPO / "vllm_seed" / "tot" / "data" / "gsm8k" / "test.jsonl"
 DIST_PROMPT = "Question: A baker makes 12 cakes a day. How many cakes does he make in a week?\nAnswer:"
 DIST_TOKENS = 4
+
+
+def run_script(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run an engine script in a session of its own, its output in a file.
+
+    Once it has exited, whatever it left in its session is killed and named in
+    a warning. In one CI run, vLLM's shutdown of a SEED engine script left a
+    VLLM::Worker orphaned (not reproduced in two reruns); holding the script's
+    pipes, it kept a capture_output run waiting until its timeout.
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        finally:
+            _kill_session(proc.pid)
+        out.seek(0)
+        text = out.read()
+    return subprocess.CompletedProcess(cmd, returncode, text, text)
+
+
+def _kill_session(sid: int) -> None:
+    left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _sid(pid) == sid]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        warnings.warn(f"{len(left)} process(es) outlived their engine script and were killed: {left}")
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 def gsm8k_prompts(n: int) -> list[str]:

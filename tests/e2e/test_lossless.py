@@ -3,13 +3,12 @@ distribution (two-sample chi-square), a test that fails without the CPU patch.""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 from tests.e2e.sampling import (
-    REPO, greedy, greedy_workload, gsm8k_prompts, sample_tokens, spec_counters, two_sample_pvalues,
+    greedy, greedy_workload, gsm8k_prompts, run_script, sample_tokens, spec_counters, two_sample_pvalues,
 )
 
 ALPHA = 1e-3  # per position; 4 positions x 2 temperatures
@@ -42,7 +41,7 @@ def test_the_distribution_test_fails_without_the_cpu_patch(plain_llm, tmp_path):
     out = tmp_path / "unpatched.json"
     env = dict(os.environ, SEED_DISABLE_PATCHES="cpu_expand_kernel")
     cmd = [sys.executable, "-m", "tests.e2e.unpatched_sampler", str(out), "1.0", str(NUM_SAMPLES)]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    run = run_script(cmd, timeout=900, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     unpatched = json.loads(out.read_text())
     plain = sample_tokens(plain_llm, 1.0, NUM_SAMPLES, seed0=0)

@@ -3,12 +3,11 @@ vLLM on ToT chat prompts, alone and in a batch mixed with T=1 requests, for chai
 (2, 2, 1) token tree; at T=0.2 and 1.0 the chain's samples follow the target's distribution."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.e2e.sampling import REPO, two_sample_pvalues
+from tests.e2e.sampling import run_script, two_sample_pvalues
 
 ALPHA = 1e-3  # per position
 TEMPERATURES = (0.2, 1.0)
@@ -17,8 +16,7 @@ TEMPERATURES = (0.2, 1.0)
 def run_engine(tmp_path, mode: str, temperatures=()) -> dict:
     out = tmp_path / f"{abs(hash(mode))}.json"
     cmd = [sys.executable, "-m", "tests.e2e.smollm2_engine", str(out), mode]
-    run = subprocess.run(cmd + [str(t) for t in temperatures], cwd=REPO, capture_output=True,
-                         text=True, timeout=1200)
+    run = run_script(cmd + [str(t) for t in temperatures], timeout=1200)
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(out.read_text())
 

@@ -2,12 +2,11 @@
 token-identical to plain vLLM, and at T > 0 the target's distribution."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.e2e.sampling import REPO, greedy, greedy_workload, sample_tokens, two_sample_pvalues
+from tests.e2e.sampling import greedy, greedy_workload, run_script, sample_tokens, two_sample_pvalues
 from tests.e2e.tree_engine import NUM_SAMPLES
 
 ALPHA = 1e-3  # per position
@@ -37,7 +36,7 @@ def test_tree_is_lossless(name, plain_greedy, plain_samples, tmp_path):
     seed_config, temperatures = CASES[name]
     out = tmp_path / "tree.json"
     cmd = [sys.executable, "-m", "tests.e2e.tree_engine", str(out), json.dumps(seed_config)]
-    run = subprocess.run(cmd + [str(t) for t in temperatures], cwd=REPO, capture_output=True, text=True, timeout=900)
+    run = run_script(cmd + [str(t) for t in temperatures], timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["greedy"] == plain_greedy
