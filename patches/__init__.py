@@ -14,11 +14,11 @@ import inspect
 import os
 import pkgutil
 
-from . import cpu_expand_kernel, cpu_generator_offset
+from . import cpu_expand_kernel, cpu_generator_offset, engine_core_draft_poll
 
 # Patches applied in every process by vllm_seed.register(). The install-time
 # patch (vllm_dist_alias) is not here: it must act before any plugin loads.
-RUNTIME_PATCHES = (cpu_expand_kernel, cpu_generator_offset)
+RUNTIME_PATCHES = (cpu_expand_kernel, cpu_generator_offset, engine_core_draft_poll)
 
 # Comma-separated short names to skip, e.g. "cpu_expand_kernel": for the
 # tests that prove a patch is needed, never for users.

@@ -21,10 +21,9 @@ processes do not pay for importing the model runner.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
 from typing import TYPE_CHECKING
+
+from ._on_import import patch_on_import
 
 if TYPE_CHECKING:
     import torch
@@ -85,31 +84,6 @@ def patch_runner(module) -> bool:
     return True
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Runs ``patch_runner`` right after MODULE is first executed."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != MODULE:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None:
-            return None
-        exec_module = spec.loader.exec_module
-
-        def exec_then_patch(module):
-            exec_module(module)
-            patch_runner(module)
-
-        spec.loader.exec_module = exec_then_patch  # this module's loader only
-        return spec
-
-
 def apply() -> bool:
     """Patch the CPU model runner now, or when it is first imported (the worker)."""
-    if MODULE in sys.modules:
-        return patch_runner(sys.modules[MODULE])
-    if any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
-        return False
-    sys.meta_path.insert(0, _PatchOnImport())
-    return True
+    return patch_on_import(MODULE, patch_runner)

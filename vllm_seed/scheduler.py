@@ -29,6 +29,10 @@ Scheduler = _vllm_compat.scheduler_base()
 
 
 class SeedScheduler(Scheduler):
+    # Drafts are injected here, so the engine core skips its per-step poll of
+    # the worker's proposer (patches/engine_core_draft_poll.py).
+    supplies_draft_tokens = True
+
     def __init__(self, vllm_config, *args, **kwargs):
         super().__init__(vllm_config, *args, **kwargs)
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])

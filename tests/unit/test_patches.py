@@ -11,9 +11,14 @@ import pytest
 import torch
 
 import vllm_seed_patches
-from vllm_seed_patches import cpu_expand_kernel, cpu_generator_offset, vllm_dist_alias
+from vllm_seed_patches import (
+    cpu_expand_kernel,
+    cpu_generator_offset,
+    engine_core_draft_poll,
+    vllm_dist_alias,
+)
 
-ALL_PATCHES = (cpu_expand_kernel, cpu_generator_offset, vllm_dist_alias)
+ALL_PATCHES = (cpu_expand_kernel, cpu_generator_offset, engine_core_draft_poll, vllm_dist_alias)
 UPSTREAM_HASHES = [kv for p in ALL_PATCHES for kv in vllm_seed_patches.upstream_hashes(p).items()]
 
 
@@ -109,6 +114,56 @@ def test_generator_patch_wraps_only_the_cpu_runner_once():
     assert runner._sample is not GPUModelRunner._sample
     assert runner._bookkeeping_sync is not GPUModelRunner._bookkeeping_sync
     assert runner._sample.__qualname__.startswith("make_sample")
+
+
+def fake_engine_core(scheduler):
+    """An engine core whose worker has a draft waiting for request r."""
+    draft = SimpleNamespace(req_ids=["r"], draft_token_ids=[[7]])
+    executor = SimpleNamespace(polls=0)
+
+    def take_draft_token_ids():
+        executor.polls += 1
+        return draft
+
+    executor.take_draft_token_ids = take_draft_token_ids
+    scheduler.updates = []
+    scheduler.update_draft_token_ids = scheduler.updates.append
+    return SimpleNamespace(
+        scheduler=scheduler, model_executor=executor,
+        check_for_draft_tokens=True, async_scheduling=False,
+    )
+
+
+def test_engine_core_polls_the_worker_only_for_schedulers_that_do_not_draft():
+    from vllm.v1.engine.core import EngineCore
+
+    from vllm_seed.scheduler import SeedScheduler
+
+    vllm_seed_patches.apply_all()
+    assert engine_core_draft_poll.apply() is False  # once per process
+    assert SeedScheduler.supplies_draft_tokens
+    seed = fake_engine_core(SimpleNamespace(supplies_draft_tokens=True))
+    EngineCore.post_step(seed, model_executed=True)
+    assert seed.model_executor.polls == 0 and seed.scheduler.updates == []
+    stock = fake_engine_core(SimpleNamespace())  # vLLM's own schedulers
+    EngineCore.post_step(stock, model_executed=True)
+    assert stock.model_executor.polls == 1
+    assert stock.scheduler.updates[0].draft_token_ids == [[7]]
+
+
+def test_patch_on_import_waits_for_the_module(tmp_path, monkeypatch):
+    from vllm_seed_patches._on_import import patch_on_import
+
+    (tmp_path / "seed_late_module.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    patched = []
+    assert patch_on_import("seed_late_module", patched.append) is True
+    assert patch_on_import("seed_late_module", patched.append) is False  # one hook
+    assert patched == []  # not imported yet
+    import seed_late_module
+
+    assert patched == [seed_late_module]
+    monkeypatch.delitem(sys.modules, "seed_late_module")
 
 
 def test_dist_alias_makes_the_vllm_console_script_work():
