@@ -79,9 +79,9 @@ def _sd(k: int) -> ServerConfig:
     return ServerConfig(f"sd-k{k}", speculative=spec)
 
 
-def _seed(num_drafters: int, adaptive: bool = True) -> ServerConfig:
-    name = f"seed-d{num_drafters}" + ("" if adaptive else "-fixed")
-    return ServerConfig(name, speculative={"num_speculative_tokens": 3},
+def _seed(num_drafters: int, adaptive: bool = True, k: int = 3) -> ServerConfig:
+    name = f"seed-d{num_drafters}" + ("" if k == 3 else f"-k{k}") + ("" if adaptive else "-fixed")
+    return ServerConfig(name, speculative={"num_speculative_tokens": k},
                         seed={"num_drafters": num_drafters, "adaptive": adaptive})
 
 
@@ -92,13 +92,15 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
                               "replacement": replacement})
 
 
-# seed-dN: SEED with N drafters (adaptive speculation, the default);
+# seed-dN: SEED with N drafters, chain drafts of 3 tokens (adaptive speculation, the default);
+# seed-d1-kK: one drafter, chain drafts of K tokens;
 # seed-dN-fixed: every round drafts, whatever it gains;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
 # without (or with, -r) replacement.
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False),
+                               *(_seed(1, k=k) for k in (1, 2, 4)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
                                *(_seed_tree(k, adaptive=False) for k in TREES),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}

@@ -29,6 +29,7 @@ def test_run_order_alternates_configs_innermost():
 def test_config_names():
     assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
                              "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed",
+                             "seed-d1-k1", "seed-d1-k2", "seed-d1-k4",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
                              "seed-t221-r-fixed"]
@@ -57,6 +58,8 @@ def test_seed_argv():
         "num_drafters": 1, "adaptive": False}
     assert argv[-2] == "--speculative-config"
     assert json.loads(argv[-1]) == {"model": "/m/draft", "num_speculative_tokens": 3}
+    assert json.loads(server_argv(CONFIGS["seed-d1-k2"], PAIR, 8001)[-1]) == {
+        "model": "/m/draft", "num_speculative_tokens": 2}
 
 
 def test_quick_options():
