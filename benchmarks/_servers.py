@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -66,11 +66,13 @@ def pair_from_args(name: str, pair_dir: Path | None) -> Pair:
 @dataclass(frozen=True)
 class ServerConfig:
     """One server under test. `speculative` is --speculative-config without the draft path;
-    `seed` set means our plugin (--speculative-plugin seed --seed-config `seed`)."""
+    `seed` set means our plugin (--speculative-plugin seed --seed-config `seed`); `env` is
+    added to the server's environment."""
 
     name: str
     speculative: dict | None = None
     seed: dict | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _sd(k: int) -> ServerConfig:
@@ -95,12 +97,16 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # seed-dN: SEED with N drafters, chain drafts of 3 tokens (adaptive speculation, the default);
 # seed-d1-kK: one drafter, chain drafts of K tokens;
 # seed-dN-fixed: every round drafts, whatever it gains;
+# seed-d1-poll: seed-d1 with vLLM's per-step draft-token RPC left in (patch
+#   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
 # without (or with, -r) replacement.
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False),
                                *(_seed(1, k=k) for k in (1, 2, 4)),
+                               replace(_seed(1), name="seed-d1-poll",
+                                       env=(("SEED_DISABLE_PATCHES", "engine_core_draft_poll"),)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
                                *(_seed_tree(k, adaptive=False) for k in TREES),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
@@ -144,7 +150,7 @@ class Server:
         # dev mode: POST /reset_prefix_cache; RAY_ADDRESS=local: SEED starts its own Ray;
         # VLLM_CPU_KVCACHE_SPACE would override --kv-cache-memory-bytes.
         env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
-        env.update(VLLM_SERVER_DEV_MODE="1", RAY_ADDRESS="local")
+        env.update(VLLM_SERVER_DEV_MODE="1", RAY_ADDRESS="local", **dict(self.config.env))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env,

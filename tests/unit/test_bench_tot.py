@@ -9,7 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from _report import build_rows, markdown_table, profile_table  # noqa: E402
-from _servers import CONFIGS, VLLM, server_argv  # noqa: E402
+import _servers  # noqa: E402
+from _servers import CONFIGS, VLLM, Server, server_argv  # noqa: E402
 from bench_tot import parse_args, run_order  # noqa: E402
 
 PAIR = Path("/m")
@@ -29,7 +30,7 @@ def test_run_order_alternates_configs_innermost():
 def test_config_names():
     assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
                              "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed",
-                             "seed-d1-k1", "seed-d1-k2", "seed-d1-k4",
+                             "seed-d1-k1", "seed-d1-k2", "seed-d1-k4", "seed-d1-poll",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
                              "seed-t221-r-fixed"]
@@ -60,6 +61,18 @@ def test_seed_argv():
     assert json.loads(argv[-1]) == {"model": "/m/draft", "num_speculative_tokens": 3}
     assert json.loads(server_argv(CONFIGS["seed-d1-k2"], PAIR, 8001)[-1]) == {
         "model": "/m/draft", "num_speculative_tokens": 2}
+
+
+def test_poll_row_is_seed_d1_with_the_poll_patch_off(monkeypatch, tmp_path):
+    config = CONFIGS["seed-d1-poll"]
+    assert server_argv(config, PAIR, 8001) == server_argv(CONFIGS["seed-d1"], PAIR, 8001)
+    envs = []
+    monkeypatch.delenv("SEED_DISABLE_PATCHES", raising=False)
+    monkeypatch.setattr(_servers.subprocess, "Popen", lambda *a, env, **kw: envs.append(env))
+    for name in ("seed-d1-poll", "seed-d1"):
+        Server(CONFIGS[name], ["true"], tmp_path / f"{name}.log", 8001).start()
+    assert envs[0]["SEED_DISABLE_PATCHES"] == "engine_core_draft_poll"
+    assert "SEED_DISABLE_PATCHES" not in envs[1]
 
 
 def test_quick_options():
