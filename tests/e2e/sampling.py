@@ -36,13 +36,21 @@ def run_script(cmd: list[str], timeout: float, env: dict | None = None) -> subpr
 
 def _kill_session(sid: int) -> None:
     left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _sid(pid) == sid]
+    names = [f"{pid} {_name(pid)}" for pid in left]
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     if left:
-        warnings.warn(f"{len(left)} process(es) outlived their engine script and were killed: {left}")
+        warnings.warn(f"{len(left)} process(es) outlived their engine script and were killed: {names}")
+
+
+def _name(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
 
 
 def _sid(pid: int) -> int | None:
