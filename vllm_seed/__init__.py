@@ -29,7 +29,7 @@ def register() -> None:
 
 
 def seed_llm_kwargs(
-    draft_model: str, num_speculative_tokens: int, **seed_config
+    draft_model: str, num_speculative_tokens: int | None = None, **seed_config
 ) -> dict:
     """Keyword arguments that make ``vllm.LLM(...)`` run SEED.
 
@@ -38,7 +38,7 @@ def seed_llm_kwargs(
     from vllm_seed.cli import seed_engine_overrides
 
     register()
-    return seed_engine_overrides(
-        {"model": draft_model, "num_speculative_tokens": num_speculative_tokens},
-        seed_config,
-    )
+    spec = {"model": draft_model}
+    if num_speculative_tokens is not None:  # else the tree's depth, or the default
+        spec["num_speculative_tokens"] = num_speculative_tokens
+    return seed_engine_overrides(spec, seed_config)

@@ -12,7 +12,12 @@ import argparse
 import functools
 
 from vllm_seed import _vllm_compat, metrics
-from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig, parse_seed_config_json
+from vllm_seed.config import (
+    ADDITIONAL_CONFIG_KEY,
+    DEFAULT_NUM_SPECULATIVE_TOKENS,
+    SeedConfig,
+    parse_seed_config_json,
+)
 
 PLUGIN_NAME = "seed"
 
@@ -30,6 +35,8 @@ def seed_engine_overrides(speculative_config: dict | None, seed_config: dict) ->
     k_config = seed_config.get("k_config")
     if k is None and isinstance(k_config, (list, tuple)) and k_config:
         k = len(k_config)  # a tree's depth
+    elif k is None:
+        k = DEFAULT_NUM_SPECULATIVE_TOKENS
     spec.pop("method", None)
     if spec:
         raise ValueError(

@@ -15,6 +15,12 @@ from vllm_seed.tree import TokenTree, token_tree
 
 ADDITIONAL_CONFIG_KEY = "seed"
 
+# Draft length when neither num_speculative_tokens nor k_config is given.
+# Measured (benchmarks/results/bench_tot_defaults_k.md, SmolLM2 pair, T in
+# {0, 1}, 1 and 8 ToTs): k=3 was best or within the run's spread of the best
+# in every cell; adaptive speculation switches drafting off where it loses.
+DEFAULT_NUM_SPECULATIVE_TOKENS = 3
+
 
 @dataclass(frozen=True)
 class SeedConfig:
@@ -24,7 +30,9 @@ class SeedConfig:
 
     num_speculative_tokens: int
     """Draft length L: draft tokens proposed per branch per round; for a
-    token tree, its depth ``len(k_config)``."""
+    token tree, its depth ``len(k_config)``. Left out of
+    ``--speculative-config``: the tree's depth, else
+    ``DEFAULT_NUM_SPECULATIVE_TOKENS``."""
 
     num_drafters: int = 1
     """Drafter actors. Each hosts one copy of the draft model and drafts the

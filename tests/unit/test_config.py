@@ -4,6 +4,8 @@ import argparse
 
 import pytest
 
+import vllm_seed
+
 from vllm_seed.cli import apply_to_engine_args, seed_engine_overrides
 from vllm_seed.config import SeedConfig, parse_seed_config_json
 
@@ -66,6 +68,17 @@ def test_overrides_map_onto_vllm_seams(random_llama_dir):
     assert out["worker_cls"] == "vllm_seed.worker.SeedCPUWorker"
     assert out["additional_config"]["seed"]["num_drafters"] == 2
     assert out["additional_config"]["seed"]["draft_model"] == random_llama_dir
+
+
+def test_draft_length_defaults_to_the_measured_k_or_the_tree_depth(random_llama_dir):
+    chain = seed_engine_overrides({"model": random_llama_dir}, {})
+    assert chain["additional_config"]["seed"]["num_speculative_tokens"] == 3
+    assert chain["speculative_config"]["num_speculative_tokens"] == 3
+    tree = seed_engine_overrides({"model": random_llama_dir}, {"k_config": [2, 1]})
+    assert tree["additional_config"]["seed"]["num_speculative_tokens"] == 2
+    assert tree["speculative_config"]["num_speculative_tokens"] == 2 + 2  # nodes
+    llm = vllm_seed.seed_llm_kwargs(random_llama_dir, num_drafters=2)
+    assert llm["additional_config"]["seed"]["num_speculative_tokens"] == 3
 
 
 def test_overrides_need_a_draft_and_reject_foreign_keys(random_llama_dir):
