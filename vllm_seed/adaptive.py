@@ -37,12 +37,22 @@ smaller of the one above and
 which stays above 1 at small N, where the fixed cost dominates, and falls
 towards E / T at large N, where drafting must then be accepted almost fully.
 
-A branch whose gain falls below 1 decodes plainly for a backoff number of
-steps (doubling up to a cap while it keeps not paying), then drafts one probe
-round whose measurements decide again: it resumes when drafting pays. A new
-branch is judged by everyone's measurements (a ToT node's siblings need not
-each pay for learning that drafting does not pay), but pauses at most the
-minimum backoff before its own probe, so a changed load is noticed.
+A branch whose gain falls below ``_PAUSE_BELOW`` decodes plainly for a
+backoff number of steps (doubling up to a cap while it keeps not paying), then
+drafts one probe round whose measurements decide again: it resumes when
+drafting pays. The margin below 1 is a dead band: the estimate comes from a
+few noisy rounds, near 1 drafting and not are worth the same, and a wrong
+pause costs at least the minimum backoff of plain steps, while a loss the
+branches do not see is the gate's to catch (below). A new branch is judged by
+everyone's measurements (a ToT node's siblings need not each pay for learning
+that drafting does not pay), but pauses at most the minimum backoff before its
+own probe, so a changed load is noticed.
+
+A round's time depends on the load: with more branches the drafter drafts for
+more of them and the verify step carries more tokens. So round times, a
+branch's own and everyone's, count only at the range of N they were measured
+at (the gates' ranges, below); at a range with none yet, a branch drafts and
+measures.
 
 Per-branch estimates can still be wrong about the whole: rounds of branches
 that share a drafter, steps that mix verified and paused branches, drafting
@@ -65,6 +75,7 @@ from dataclasses import dataclass
 
 _EMA = 0.2  # weight of the newest sample in moving averages
 _PRIOR = 4.0  # pseudo-observations of the global acceptance in a branch's estimate
+_PAUSE_BELOW = 0.9  # a branch pauses when its estimated gain is below this
 _MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes again
 _CLEAN_REFRESH = 256  # engine steps between measurements of plain decoding alone
 _CLEAN_SAMPLES = 4  # plain steps with nothing drafting a plain window waits for
@@ -85,6 +96,7 @@ class _Branch:
     accepted: float = 0.0
     rejected: float = 0.0
     round_s: float | None = None
+    round_range: int = 0  # the load range its round_s was measured at
     last_step_at: float | None = None  # when its last step (plain or verify) completed
     paused_steps: int = 0  # plain steps left before the next probe round
     probe: bool = False  # the pause is over: draft one round whatever the estimate
@@ -171,7 +183,7 @@ class AdaptiveSpeculation:
         self.branches: dict[str, _Branch] = {}
         self.steps = _StepCostModel()
         self.accepted = self.rejected = 0.0  # global, for the prior
-        self.round_s: float | None = None  # global: a new branch's estimate
+        self.round_s: dict[int, float] = {}  # everyone's, by load range: a new branch's estimate
         self.plain = _StepCostModel(min_samples=3)  # plain step seconds on N, nothing drafting
         # Engine steps since the last sample of it or plain window: the first
         # window comes early, the global gate needs it.
@@ -222,9 +234,10 @@ class AdaptiveSpeculation:
         if num_tokens > 0:
             self.steps.add(num_tokens, seconds)
 
-    def stepped(self, req_id: str, num_drafted: int = 0, num_accepted: int = 0) -> None:
-        """``req_id`` decoded in the step that just completed: plainly
-        (``num_drafted`` 0), or by verifying a draft of ``num_drafted`` tokens."""
+    def stepped(self, req_id: str, num_decoding: int, num_drafted: int = 0, num_accepted: int = 0) -> None:
+        """``req_id`` decoded in the step that just completed, with
+        ``num_decoding`` branches decoding: plainly (``num_drafted`` 0), or by
+        verifying a draft of ``num_drafted`` tokens."""
         b = self.branches.setdefault(req_id, _Branch())
         now = self.clock()
         since = None if b.last_step_at is None else now - b.last_step_at
@@ -235,8 +248,10 @@ class AdaptiveSpeculation:
             self.accepted += num_accepted
             self.rejected += rejected
             if since is not None:  # the round: draft wait, queueing and the verify step
-                b.round_s = _ema(b.round_s, since)
-                self.round_s = _ema(self.round_s, since)
+                load = load_range(num_decoding)
+                b.round_s = _ema(b.round_s if b.round_range == load else None, since)
+                b.round_range = load
+                self.round_s[load] = _ema(self.round_s.get(load), since)
         b.last_step_at = now
 
     def acceptance(self, req_id: str) -> float:
@@ -246,9 +261,12 @@ class AdaptiveSpeculation:
 
     def gain(self, req_id: str, num_decoding: int) -> float | None:
         """Measured gain of drafting ``req_id``; None until it is measurable.
-        A branch without rounds of its own is judged by everyone's."""
+        A branch without rounds of its own at this load is judged by
+        everyone's."""
         b = self.branches.get(req_id)
-        round_s = b.round_s if b is not None and b.round_s is not None else self.round_s
+        load = load_range(num_decoding)
+        own = b is not None and b.round_s is not None and b.round_range == load
+        round_s = b.round_s if own else self.round_s.get(load)
         plain_s = self.plain.predict(num_decoding) or self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
@@ -281,7 +299,7 @@ class AdaptiveSpeculation:
             b.probe = False
             return True
         gain = self.gain(req_id, num_decoding)
-        if gain is None or gain >= 1.0:
+        if gain is None or gain >= _PAUSE_BELOW:
             if gain is not None:
                 b.backoff = _MIN_BACKOFF
             return True

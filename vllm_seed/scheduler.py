@@ -151,9 +151,9 @@ class SeedScheduler(Scheduler):
             if rid in spec and spec[rid] and rid in index:
                 sampled = model_runner_output.sampled_token_ids[index[rid]]
                 num_drafted = len(spec[rid]) if self.tree is None else self.tree.depth_of_prefix(len(spec[rid]))
-                self.adaptive.stepped(rid, num_drafted, max(len(sampled) - 1, 0))
+                self.adaptive.stepped(rid, self._num_decoding_at_step, num_drafted, max(len(sampled) - 1, 0))
             elif num_tokens == 1:  # a plain decode step
-                self.adaptive.stepped(rid)
+                self.adaptive.stepped(rid, self._num_decoding_at_step)
 
     def _measure_rates(self, out, runner_out, previous_end, ended_at) -> None:
         """Wall time per decode step, from the previous step's end: of plain

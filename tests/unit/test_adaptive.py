@@ -10,6 +10,7 @@ from vllm_seed.adaptive import (
     _GATE_MIN_OFF,
     _GATE_STEPS,
     _MIN_BACKOFF,
+    _PAUSE_BELOW,
     AdaptiveSpeculation,
     expected_tokens,
 )
@@ -33,16 +34,16 @@ def fitted(step_s=lambda tokens: 0.005 + 0.001 * tokens, **kw):
     return ad, clock
 
 
-def rounds(ad, clock, rid, accepted, round_s, n=3):
+def rounds(ad, clock, rid, accepted, round_s, n=3, batch=1):
     for _ in range(n):
         clock.t += round_s
-        ad.stepped(rid, L, accepted)
+        ad.stepped(rid, batch, L, accepted)
 
 
-def plain_steps(ad, clock, rid, step_s, n=3):
+def plain_steps(ad, clock, rid, step_s, n=3, batch=1):
     for _ in range(n):
         clock.t += step_s
-        ad.stepped(rid)
+        ad.stepped(rid, batch)
 
 
 def test_expected_tokens_counts_the_bonus_token():
@@ -180,6 +181,33 @@ def test_new_branches_start_from_what_the_others_measured():
     assert decisions == [False] * _MIN_BACKOFF + [True]
 
 
+def test_rounds_judge_only_the_load_they_were_measured_at():
+    """Rounds at 3 branches (the drafter drafts for all three, the verify step
+    carries 12 tokens) say nothing about one branch alone: there a branch
+    drafts and measures, its own and a newcomer's."""
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015, batch=3)  # 1 token per 15 ms vs 8 ms plain
+    assert ad.gain("a", 3) < _PAUSE_BELOW and ad.gain("new", 2) < _PAUSE_BELOW  # 2-3: one range
+    assert ad.gain("a", 1) is None and ad.gain("new", 1) is None
+    assert ad.should_draft("a", 1) and ad.should_draft("new", 1)
+    rounds(ad, clock, "a", accepted=3, round_s=0.010, n=1)  # alone: E ~ 2.8 tokens per 10 ms
+    assert ad.branches["a"].round_s == pytest.approx(0.010)  # not averaged with the rounds at 3
+    assert ad.gain("new", 1) > 1
+
+
+def test_a_gain_just_below_1_keeps_drafting():
+    """Near 1 the estimate is noise and a wrong pause costs plain steps: a
+    branch pauses only below the dead band."""
+    ad, clock = fitted()  # plain step at 1 branch: 6 ms
+    rounds(ad, clock, "a", accepted=1, round_s=0.006, n=20)
+    e = expected_tokens(ad.acceptance("a"), L)
+    rounds(ad, clock, "a", accepted=1, round_s=e * 0.006 / 0.95, n=20)  # gain 0.95
+    assert ad.gain("a", 1) == pytest.approx(0.95, rel=0.01)
+    assert all(ad.should_draft("a", 1) for _ in range(10))
+    rounds(ad, clock, "a", accepted=1, round_s=e * 0.006 / 0.85, n=20)  # gain 0.85
+    assert not ad.should_draft("a", 1)
+
+
 def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
     """Verify steps carry B * (L + 1) tokens, plain ones B: at acceptance 0.6
     drafting pays at batch 1 and not at batch 64."""
@@ -191,11 +219,11 @@ def test_a_large_batch_stops_drafting_a_small_one_keeps_it():
     for i in range(40):  # 60% of rounds fully accepted, the rest rejected at once
         accepted = 3 if i % 5 < 3 else 0
         clock.t += round_s(1)
-        ad.stepped("small", L, accepted)
+        ad.stepped("small", 1, L, accepted)
     for i in range(40):
         accepted = 3 if i % 5 < 3 else 0
         clock.t += round_s(64)
-        ad.stepped("large", L, accepted)
+        ad.stepped("large", 64, L, accepted)
     assert ad.gain("small", 1) > 1
     assert ad.gain("large", 64) < 1
     assert ad.should_draft("small", 1) and not ad.should_draft("large", 64)
@@ -205,12 +233,14 @@ def test_verify_tokens_that_slow_a_full_step_stop_drafting_even_when_the_round_p
     """Its own rounds (4 ms for E ~ 2 tokens) pay; but at 64 branches its 4
     verify tokens cost 4 ms of target time where a plain token costs 1.08 ms."""
     ad, clock = fitted()  # 5 ms fixed + 1 ms per token
-    rounds(ad, clock, "a", accepted=1, round_s=0.004)
+    rounds(ad, clock, "a", accepted=1, round_s=0.004, batch=64)
     e = expected_tokens(ad.acceptance("a"), L)
     assert ad.target_gain(e, 64) == pytest.approx(e * (0.001 + 0.005 / 64) / (0.004 + 0.005 / 64))
     assert ad.gain("a", 64) == pytest.approx(ad.target_gain(e, 64)) and ad.gain("a", 64) < 1
     assert not ad.should_draft("a", 64)
-    assert ad.gain("a", 1) == pytest.approx(e * 0.006 / 0.009) and ad.gain("a", 1) > 1
+    rounds(ad, clock, "b", accepted=1, round_s=0.004)
+    e = expected_tokens(ad.acceptance("b"), L)
+    assert ad.gain("b", 1) == pytest.approx(e * 0.006 / 0.009) and ad.gain("b", 1) > 1
 
 
 def test_a_token_tree_pays_for_all_the_nodes_it_verifies():
