@@ -56,14 +56,8 @@ measures.
 
 Per-branch estimates can still be wrong about the whole: rounds of branches
 that share a drafter, steps that mix verified and paused branches, drafting
-that slows the host. So a *gate* also judges speculation as a whole, by its
-outcome: over the last ~``_GATE_STEPS`` decode steps with speculation on, the
-time plain decoding would have taken for the tokens emitted (each step's
-tokens x plain_step_s(N) / N) over the time they took. Below 1, speculation
-is off for every branch for ``_GATE_MIN_OFF`` steps (doubling up to
-``_GATE_MAX_OFF`` while it keeps losing), then on again to be judged afresh.
-Whether speculation pays depends mostly on the load, so there is one gate per
-range of N (1, 2-3, 4-7, 8-15, ...).
+that slows the host. So a gate per range of N also judges speculation as a
+whole, by its outcome (gate.py).
 
 Pure Python, clock injected, like rounds.py.
 """
@@ -73,6 +67,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from vllm_seed.gate import GATE_STEPS, Gate, load_range
+
 _EMA = 0.2  # weight of the newest sample in moving averages
 _PRIOR = 4.0  # pseudo-observations of the global acceptance in a branch's estimate
 _PAUSE_BELOW = 0.9  # a branch pauses when its estimated gain is below this
@@ -80,8 +76,6 @@ _MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes
 _CLEAN_REFRESH = 256  # engine steps between measurements of plain decoding alone
 _CLEAN_SAMPLES = 4  # plain steps with nothing drafting a plain window waits for
 _CLEAN_WINDOW = 16  # at most this many steps: drafts in flight may take long to land
-_GATE_STEPS = 32  # decode steps of speculation a gate judges on
-_GATE_MIN_OFF, _GATE_MAX_OFF = 64, 1024  # engine steps a gate stays shut once speculation lost
 
 
 def expected_tokens(acceptance: float, num_draft: int) -> float:
@@ -101,43 +95,6 @@ class _Branch:
     paused_steps: int = 0  # plain steps left before the next probe round
     probe: bool = False  # the pause is over: draft one round whatever the estimate
     backoff: int = _MIN_BACKOFF
-
-
-@dataclass
-class _Gate:
-    """Speculation as a whole at one range of load (module docstring)."""
-    spec_s: float = 0.0  # decayed sums over decode steps with speculation on:
-    plain_s: float = 0.0  # their wall time, and plain decoding's for their tokens
-    steps: int = 0  # decode steps in those sums since the gate last opened
-    shut: int = 0  # engine steps left with speculation off
-    shut_steps: int = _GATE_MIN_OFF  # how long the next shutting lasts
-
-    def gain(self) -> float:
-        return self.plain_s / self.spec_s if self.spec_s > 0 else 1.0
-
-    def add(self, seconds: float, plain_s: float) -> None:
-        keep = 1.0 - 1.0 / _GATE_STEPS
-        self.spec_s = keep * self.spec_s + seconds
-        self.plain_s = keep * self.plain_s + plain_s
-        self.steps += 1
-        if self.steps < _GATE_STEPS:
-            return
-        if self.gain() < 1.0:
-            self.shut, self.shut_steps = self.shut_steps, min(2 * self.shut_steps, _GATE_MAX_OFF)
-        else:
-            self.shut_steps = _GATE_MIN_OFF
-
-    def tick(self) -> None:
-        if self.shut:
-            self.shut -= 1
-            if not self.shut:  # open: judged afresh
-                self.spec_s = self.plain_s = 0.0
-                self.steps = 0
-
-
-def load_range(num_decoding: int) -> int:
-    """The gate of ``num_decoding`` branches: 1, 2-3, 4-7, 8-15, ..."""
-    return max(num_decoding, 1).bit_length()
 
 
 def _ema(old: float | None, sample: float) -> float:
@@ -187,10 +144,10 @@ class AdaptiveSpeculation:
         self.plain = _StepCostModel(min_samples=3)  # plain step seconds on N, nothing drafting
         # Engine steps since the last sample of it or plain window: the first
         # window comes early, the global gate needs it.
-        self.since_plain = _CLEAN_REFRESH - _GATE_STEPS
+        self.since_plain = _CLEAN_REFRESH - GATE_STEPS
         self.window = 0  # steps left in a plain window; 0: none
         self.window_samples = 0
-        self.gates: dict[int, _Gate] = {}  # by load_range
+        self.gates: dict[int, Gate] = {}  # by load_range
 
     def tick(self) -> None:
         """Once per engine step: count shut gates down; open a plain window
@@ -225,8 +182,8 @@ class AdaptiveSpeculation:
             return
         gate.add(seconds, num_emitted * plain_s / num_decoding)
 
-    def gate(self, num_decoding: int) -> _Gate:
-        return self.gates.setdefault(load_range(num_decoding), _Gate())
+    def gate(self, num_decoding: int) -> Gate:
+        return self.gates.setdefault(load_range(num_decoding), Gate())
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
         """One decode or verify step (no prefill): ``num_tokens`` scheduled,

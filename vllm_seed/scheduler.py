@@ -20,6 +20,7 @@ from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
 from vllm_seed.rounds import SeedRounds, State
+from vllm_seed.step_meter import StepMeter
 from vllm_seed.tree_verify import tree_unsupported_reason
 
 logger = logging.getLogger("vllm.seed")  # under vLLM's configured logger
@@ -48,14 +49,13 @@ class SeedScheduler(Scheduler):
         self._step_cost_s = 0.0
         self._step_started_at = None
         self._step_ended_at = None  # update_from_output's return, while work remains
-        self._undrafted_since = None  # the last step's end, if no draft was in flight then
-        self._num_decoding_at_step = 0
         self.publisher = StatsPublisher(self.rounds.stats)
         model = vllm_config.model_config
         if not model.skip_tokenizer_init:
             check_same_tokenizer(model.tokenizer, self.seed_config.draft_model, model.trust_remote_code)
         self.pool = self._make_pool(vllm_config)
         self.tree = self.seed_config.tree
+        self.meter = StepMeter(self.adaptive, self.tree)
         self._logged_off: set[str] = set()
 
     def _make_pool(self, vllm_config) -> DrafterPool:
@@ -78,7 +78,7 @@ class SeedScheduler(Scheduler):
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
-        self._num_decoding_at_step = len(decoding)
+        self.meter.num_decoding = len(decoding)
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1
         elif decoding and self.adaptive.gate(len(decoding)).shut:
@@ -118,13 +118,12 @@ class SeedScheduler(Scheduler):
             stats.engine_steps += 1
             verified = bool(scheduler_output.scheduled_spec_decode_tokens)
             stats.add_phase("target_verify" if verified else "target_plain", forward_s)
-        self._measure(scheduler_output, model_runner_output)
+        self.meter.verdicts(scheduler_output, model_runner_output)
         started_at = self.rounds.clock()
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         vllm_s = self.rounds.clock() - started_at
         self._step_cost_s += vllm_s
-        if _decode_only(scheduler_output):  # prefill steps lie outside the decode cost curve
-            self.adaptive.step_done(scheduler_output.total_num_scheduled_tokens, self._step_cost_s)
+        self.meter.step_cost(scheduler_output, self._step_cost_s)
         self.rounds.step_done(scheduler_output.num_scheduled_tokens)
         self._sync_branches()
         # Re-draft verified branches now: drafting overlaps the next target step.
@@ -135,40 +134,13 @@ class SeedScheduler(Scheduler):
         ended_at = self.rounds.clock()
         stats.add_phase("vllm_update", vllm_s)
         stats.add_phase("seed_update", ended_at - entered_at - vllm_s)
-        self._measure_rates(scheduler_output, model_runner_output, self._step_ended_at, ended_at)
+        self.meter.rates(scheduler_output, model_runner_output, self._step_ended_at, ended_at, self.pool.drafting())
         # The gap to the next step is engine-loop overhead while work remains; with none
         # left, the engine idles until a request arrives: not counted.
         self._step_ended_at = ended_at if (self.running or self.waiting) else None
         if self._step_ended_at is None:
             self.publisher.maybe_publish(force=True)
         return outputs
-
-    def _measure(self, scheduler_output, model_runner_output) -> None:
-        """Each branch's verdict of this step, for adaptive speculation."""
-        index = model_runner_output.req_id_to_index
-        spec = scheduler_output.scheduled_spec_decode_tokens
-        for rid, num_tokens in scheduler_output.num_scheduled_tokens.items():
-            if rid in spec and spec[rid] and rid in index:
-                sampled = model_runner_output.sampled_token_ids[index[rid]]
-                num_drafted = len(spec[rid]) if self.tree is None else self.tree.depth_of_prefix(len(spec[rid]))
-                self.adaptive.stepped(rid, self._num_decoding_at_step, num_drafted, max(len(sampled) - 1, 0))
-            elif num_tokens == 1:  # a plain decode step
-                self.adaptive.stepped(rid, self._num_decoding_at_step)
-
-    def _measure_rates(self, out, runner_out, previous_end, ended_at) -> None:
-        """Wall time per decode step, from the previous step's end: of plain
-        decoding, from steps with no draft in flight in that time; else of
-        speculation, with the tokens it emitted (adaptive.py's global gate)."""
-        undrafted = not self.pool.drafting()
-        if previous_end is not None and _decode_only(out):
-            seconds = ended_at - previous_end
-            if undrafted and self._undrafted_since == previous_end and _plain_decode(out):
-                self.adaptive.plain_step(out.total_num_scheduled_tokens, seconds)
-            else:
-                index, sampled = runner_out.req_id_to_index, runner_out.sampled_token_ids
-                emitted = sum(len(sampled[index[rid]]) for rid in out.num_scheduled_tokens if rid in index)
-                self.adaptive.speculative_step(self._num_decoding_at_step, emitted, seconds)
-        self._undrafted_since = ended_at if undrafted else None
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -310,14 +282,3 @@ class SeedScheduler(Scheduler):
     def _is_decoding(request) -> bool:
         return not request.is_finished() and request.num_computed_tokens == request.num_tokens - 1
 
-
-def _decode_only(out) -> bool:
-    """Each scheduled branch decodes one token, plus its draft if it verifies one."""
-    spec = out.scheduled_spec_decode_tokens
-    return all(n == 1 + len(spec.get(rid, ())) for rid, n in out.num_scheduled_tokens.items())
-
-
-def _plain_decode(out) -> bool:
-    """Each scheduled branch decodes one token, without a draft."""
-    counts = out.num_scheduled_tokens
-    return bool(counts) and not out.scheduled_spec_decode_tokens and all(n == 1 for n in counts.values())

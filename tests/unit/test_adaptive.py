@@ -7,13 +7,12 @@ from vllm_seed.adaptive import (
     _CLEAN_REFRESH,
     _CLEAN_SAMPLES,
     _CLEAN_WINDOW,
-    _GATE_MIN_OFF,
-    _GATE_STEPS,
     _MIN_BACKOFF,
     _PAUSE_BELOW,
     AdaptiveSpeculation,
     expected_tokens,
 )
+from vllm_seed.gate import GATE_MIN_OFF, GATE_STEPS
 
 L = 3
 
@@ -118,7 +117,7 @@ def ticks_to_window(ad):
 
 def test_a_plain_window_measures_plain_decoding_when_speculation_never_pauses():
     ad, _ = fitted()
-    assert ticks_to_window(ad) == _GATE_STEPS  # the first one early: the gate needs it
+    assert ticks_to_window(ad) == GATE_STEPS  # the first one early: the gate needs it
     assert ad.window == _CLEAN_WINDOW
     assert not ad.should_draft("a", 1) and not ad.should_draft("b", 1)
     for _ in range(_CLEAN_SAMPLES):
@@ -268,22 +267,22 @@ def test_the_gate_turns_speculation_off_everywhere_while_it_loses_to_plain_decod
     4 tokens in 20 ms: every branch pauses, whatever its own estimate."""
     ad, clock = gated()
     rounds(ad, clock, "a", accepted=3, round_s=0.004)  # its own rounds look great
-    speculate(ad, _GATE_STEPS, emitted=4, seconds=0.020)
+    speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)
     gate = ad.gate(4)
     assert gate.gain() == pytest.approx(0.5)
-    assert gate.shut == _GATE_MIN_OFF
+    assert gate.shut == GATE_MIN_OFF
     assert not ad.should_draft("a", 4) and not ad.should_draft("b", 5)
     assert ad.should_draft("c", 2)  # another load: its own gate
-    for _ in range(_GATE_MIN_OFF):
+    for _ in range(GATE_MIN_OFF):
         ad.tick()
     assert gate.shut == 0 and gate.steps == 0 and ad.should_draft("a", 4)
-    speculate(ad, _GATE_STEPS, emitted=4, seconds=0.020)  # still losing: off for longer
-    assert gate.shut == 2 * _GATE_MIN_OFF
+    speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)  # still losing: off for longer
+    assert gate.shut == 2 * GATE_MIN_OFF
 
 
 def test_the_gate_stays_open_while_speculation_wins():
     ad, _ = gated()
-    speculate(ad, 4 * _GATE_STEPS, emitted=10, seconds=0.020)  # 10 tokens per 20 ms vs 8
+    speculate(ad, 4 * GATE_STEPS, emitted=10, seconds=0.020)  # 10 tokens per 20 ms vs 8
     assert ad.gate(4).gain() == pytest.approx(1.25)
     assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
 
@@ -294,14 +293,14 @@ def test_the_gate_compares_at_the_batch_it_measured():
     ad, _ = gated()
     for _ in range(_CLEAN_SAMPLES):
         ad.plain_step(16, 0.020)
-    speculate(ad, _GATE_STEPS, emitted=16, seconds=0.018, num_decoding=16)
+    speculate(ad, GATE_STEPS, emitted=16, seconds=0.018, num_decoding=16)
     assert ad.gate(16).gain() == pytest.approx(0.020 / 0.018, rel=0.05)
     assert ad.gate(16).shut == 0
 
 
 def test_the_gate_waits_for_a_measurement_of_plain_decoding():
     ad, _ = fitted()
-    speculate(ad, _GATE_STEPS, emitted=1, seconds=1.0)
+    speculate(ad, GATE_STEPS, emitted=1, seconds=1.0)
     assert ad.gate(4).steps == 0 and ad.gate(4).shut == 0
 
 
