@@ -51,7 +51,7 @@ own probe, so a changed load is noticed.
 A round's time depends on the load: with more branches the drafter drafts for
 more of them and the verify step carries more tokens. So round times, a
 branch's own and everyone's, count only at the range of N they were measured
-at (the gates' ranges, below); at a range with none yet, a branch drafts and
+at (``load_range`` in gate.py); at a range with none yet, a branch drafts and
 measures.
 
 Per-branch estimates can still be wrong about the whole: rounds of branches
