@@ -25,7 +25,7 @@ from vllm_seed.tree_sampling import draft_children
 class Drafter:
     def __init__(
         self, model_dir: str, max_len: int, index: int = 0, num_threads: int = 1,
-        cpus: tuple[int, ...] = (),
+        cpus: tuple[int, ...] = (), head: str = "float32",
     ):
         if cpus:
             os.sched_setaffinity(0, cpus)
@@ -36,7 +36,7 @@ class Drafter:
         from vllm_seed.draft_model import DraftLM
 
         self.index = index
-        self.lm = DraftLM(model_dir, max_len=max_len)
+        self.lm = DraftLM(model_dir, max_len=max_len, head=head)
         self.slot_of: dict[str, int] = {}
         self.cached: dict[str, list[int]] = {}  # tokens whose KV is in the slot
         self.free_slots: list[int] = list(range(self.lm.num_slots))

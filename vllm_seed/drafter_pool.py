@@ -55,7 +55,7 @@ class DrafterPool:
         # a job in flight when it died fails at once and is not retried.
         remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(drafter_cls)
         self.actors = [
-            remote.remote(config.draft_model, max_len, i, config.draft_threads, cpus)
+            remote.remote(config.draft_model, max_len, i, config.draft_threads, cpus, config.draft_head)
             for i in range(config.num_drafters)
         ]
         self._ray_procs: set[psutil.Process] = set()

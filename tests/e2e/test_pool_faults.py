@@ -16,7 +16,7 @@ from vllm_seed.messages import Draft, DraftBatch, DraftJob
 class FakeDrafter:
     """Behaves by the request id it is given: raise-*, die-*, hang-*, else drafts 1s."""
 
-    def __init__(self, model_dir, max_len, index=0, num_threads=1, cpus=()):
+    def __init__(self, model_dir, max_len, index=0, num_threads=1, cpus=(), head="float32"):
         self.index = index
 
     def ping(self):
