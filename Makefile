@@ -44,7 +44,7 @@ test-e2e: install
 # The README's headline table (SmolLM2 pair, about 47 minutes on 2 CPU cores).
 bench: install
 	$(PY) benchmarks/bench_tot.py --pair smollm2 --enforce-eager \
-		--configs plain,sd-k1,sd-k2,seed-d1 --temperatures 0,0.2,1.0 \
+		--configs plain,sd-k1,sd-k2,seed-d1,seed-d1-f32head --temperatures 0,0.2,1.0 \
 		--latency-problems 1 --throughput-tots 8 --reps 2 --kv-cache-mib 384 \
 		--server-args '--max-num-batched-tokens 16384' \
 		--markdown benchmarks/results/bench_tot_smollm2.md
