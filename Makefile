@@ -41,7 +41,7 @@ test-unit: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q -ra
 
-# The README's headline table (SmolLM2 pair, about 47 minutes on 2 CPU cores).
+# The README's headline table (SmolLM2 pair, about 51 minutes on 2 CPU cores).
 bench: install
 	$(PY) benchmarks/bench_tot.py --pair smollm2 --enforce-eager \
 		--configs plain,sd-k1,sd-k2,seed-d1,seed-d1-f32head --temperatures 0,0.2,1.0 \
