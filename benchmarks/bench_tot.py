@@ -59,6 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--throughput-tots", type=int, default=8, help="ToTs at once in throughput mode")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="every request generates exactly max_tokens: the same ToT shape for "
+                   "every config at T > 0, where sampled lengths otherwise differ")
     p.add_argument("--enforce-eager", action="store_true", help="pass --enforce-eager to all")
     p.add_argument("--kv-cache-mib", type=int, default=1024, help="KV cache of each server")
     p.add_argument("--server-args", default="", help="more `vllm serve` flags for every server")
@@ -97,7 +100,8 @@ def tot_config(args, server: Server, mode: str, temperature: float, **over) -> T
     fields = {**WORKLOAD, "num_problems": size, "concurrency": 1 if mode == "latency" else size,
               **over}
     return ToTConfig(endpoint=server.url, model=str(args.pair_dir / "target"), api=args.pair.api,
-                     temperature=temperature, seed=args.seed, **fields)
+                     temperature=temperature, seed=args.seed, ignore_eos=args.ignore_eos,
+                     **fields)
 
 
 def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
@@ -155,7 +159,9 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"Models ({args.pair_dir.name}/): target {_model_text(models['target'])}, draft "
         f"{_model_text(models['draft'])}. "
         f"Workload: GSM8K ToT ({args.pair.api} API), {w['num_thoughts']} thoughts (n=1 requests), {w['max_steps']} "
-        f"step, {w['max_states']} state, max_tokens {w['max_tokens']}, seed {args.seed}; "
+        f"step, {w['max_states']} state, max_tokens {w['max_tokens']}"
+        f"{' (ignore_eos: every reply exactly that long)' if args.ignore_eos else ''}, "
+        f"seed {args.seed}; "
         f"latency = {args.latency_problems} questions one ToT at a time, throughput = "
         f"{args.throughput_tots} ToTs at once; {args.reps} alternating reps, median (min–max). "
         f"Baseline: plain (no speculative decoding); {STOCK_NOTE}. SEED: seed-dN = chain drafts "

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _report import build_rows, markdown_table, profile_table  # noqa: E402
 import _servers  # noqa: E402
 from _servers import CONFIGS, VLLM, Server, server_argv  # noqa: E402
-from bench_tot import parse_args, run_order  # noqa: E402
+from bench_tot import parse_args, run_order, tot_config  # noqa: E402
 
 PAIR = Path("/m")
 BASE = [VLLM, "serve", "/m/target", "--host", "127.0.0.1", "--port", "8001",
@@ -80,6 +80,13 @@ def test_quick_options():
     assert (args.reps, args.temperatures, args.modes, args.latency_problems, args.configs) == (
         1, [0.0], ["latency"], 1, ["plain", "sd-k3", "seed-d1"])
     assert args.enforce_eager
+
+
+def test_ignore_eos_reaches_the_tot_config():
+    server = Server(CONFIGS["plain"], [], Path("/tmp/plain.log"), 8001)
+    for argv, expected in ((["--ignore-eos"], True), ([], False)):
+        args = parse_args(["--pair-dir", "/m", *argv])
+        assert tot_config(args, server, "latency", 1.0).ignore_eos is expected
 
 
 def test_unknown_config_is_rejected():

@@ -62,7 +62,7 @@ def test_cli_end_to_end_writes_the_json_result(tmp_path):
     assert result["config"] == {
         "endpoint": server.url, "model": "fake-model", "task": "gsm8k", "num_problems": 2,
         "start": 0, "concurrency": 2, "num_thoughts": 3, "max_steps": 2, "max_states": 1,
-        "temperature": 0.2, "max_tokens": 100, "api": "completions",
+        "temperature": 0.2, "max_tokens": 100, "ignore_eos": False, "api": "completions",
         "thought_requests": "single", "seed": 0, "timeout_s": 600.0}
     assert result["latency_s"]["count"] == 30
     assert result["output_tokens_per_s"] == result["completion_tokens"] / result["wall_time_s"]
@@ -178,3 +178,17 @@ def test_config_is_frozen_and_rejects_bools():
         config.task = "creative"
     with pytest.raises(ValueError, match=r"^num_thoughts must be an integer >= 1, got True$"):
         ToTConfig(num_thoughts=True)
+
+
+def test_ignore_eos_reaches_every_request(tmp_path):
+    with FakeOpenAIServer(gsm8k_reply) as server:
+        assert main(["--endpoint", server.url, "--num-problems", "1", "--max-steps", "1",
+                     "--ignore-eos", "--output", str(tmp_path / "r.json"), "--quiet"]) == 0
+        bodies = list(server.requests)
+    assert len(bodies) == 8 and all(b["ignore_eos"] is True for b in bodies)
+    assert json.loads((tmp_path / "r.json").read_text())["config"]["ignore_eos"] is True
+
+
+def test_ignore_eos_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"^ignore_eos must be true or false, got 'yes'$"):
+        ToTConfig(ignore_eos="yes")

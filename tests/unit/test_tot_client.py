@@ -41,6 +41,15 @@ def test_completions_body_and_reply():
     assert completion.completion_tokens == 6
 
 
+def test_ignore_eos_is_sent_only_when_asked():
+    with FakeOpenAIServer(echo) as server:
+        for ignore_eos in (True, False):
+            with OpenAIClient(server.url, "m", ignore_eos=ignore_eos) as client:
+                client.complete(Request("hi"))
+    assert server.requests[0]["ignore_eos"] is True
+    assert "ignore_eos" not in server.requests[1]
+
+
 def test_chat_api_sends_messages_and_reads_message_content():
     with FakeOpenAIServer(echo) as server, OpenAIClient(
             server.url + "/v1/", "m", api="chat") as client:

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="states kept per step (beam width)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="of every request")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="of every request")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="every request generates exactly --max-tokens (fixed lengths, for speed "
+                   "comparisons at temperature > 0)")
     p.add_argument("--pair", default=None, help=f"the repository's model pair the server runs "
                    f"({', '.join(PAIR_APIS)}): picks its API unless --api is given")
     p.add_argument("--api", default=None, help=f"one of {', '.join(APIS)} "
@@ -51,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> ToTConfig:
         endpoint=args.endpoint, model=args.model, task=args.task,
         num_problems=args.num_problems, start=args.start, concurrency=args.concurrency,
         num_thoughts=args.num_thoughts, max_steps=args.max_steps, max_states=args.max_states,
-        temperature=args.temperature, max_tokens=args.max_tokens, api=_api(args),
+        temperature=args.temperature, max_tokens=args.max_tokens,
+        ignore_eos=args.ignore_eos, api=_api(args),
         thought_requests=args.thought_requests, seed=args.seed, timeout_s=args.timeout,
     )
 

@@ -72,6 +72,7 @@ class OpenAIClient:
         api: str = "completions",
         temperature: float = 0.2,
         max_tokens: int = 100,
+        ignore_eos: bool = False,
         timeout_s: float = 600.0,
         max_workers: int = 64,
     ):
@@ -81,6 +82,7 @@ class OpenAIClient:
         self.api = api
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.ignore_eos = ignore_eos
         self.timeout_s = timeout_s
         path = "/chat/completions" if api == "chat" else "/completions"
         self.url = api_root(endpoint) + path
@@ -116,6 +118,8 @@ class OpenAIClient:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
+        if self.ignore_eos:  # vLLM's extension of the OpenAI body
+            body["ignore_eos"] = True
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": request.prompt}]
         else:

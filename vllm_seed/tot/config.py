@@ -39,6 +39,10 @@ class ToTConfig:
     """Sampling temperature of every request."""
     max_tokens: int = 100
     """Output token limit of every request (the paper's max_new_tokens)."""
+    ignore_eos: bool = False
+    """Every request generates exactly max_tokens (vLLM's `ignore_eos`; stop strings still
+    stop it). For speed comparisons at temperature > 0: sampled lengths differ from config to
+    config, and with them how many branches decode at once, which tokens/s depends on."""
     api: str = "completions"
     """completions (/v1/completions) or chat (/v1/chat/completions)."""
     thought_requests: str = "single"
@@ -57,6 +61,8 @@ class ToTConfig:
             raise ValueError(f"start must be an integer >= 0, got {self.start!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
         if not self.timeout_s > 0:

@@ -27,7 +27,7 @@ def run_tot(config: ToTConfig, progress: bool = False) -> dict[str, Any]:
     model = config.model or first_model(config.endpoint, config.timeout_s)
     client = OpenAIClient(
         config.endpoint, model, api=config.api, temperature=config.temperature,
-        max_tokens=config.max_tokens, timeout_s=config.timeout_s,
+        max_tokens=config.max_tokens, ignore_eos=config.ignore_eos, timeout_s=config.timeout_s,
         max_workers=config.max_requests_in_flight,
     )
     pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="tot")
