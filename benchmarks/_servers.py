@@ -99,6 +99,8 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # seed-dN-fixed: every round drafts, whatever it gains;
 # seed-d1-f32head: seed-d1 with the draft's LM head in float32, as stored (the
 #   default runs it in int8, draft_model.Int8Head), to measure that choice;
+# seed-d1-fixedlen: seed-d1 drafting all 3 tokens every round (adaptive_length off),
+#   to measure the adaptive draft length;
 # seed-d1-poll: seed-d1 with vLLM's per-step draft-token RPC left in (patch
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
@@ -109,6 +111,8 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *(_seed(1, k=k) for k in (1, 2, 4)),
                                replace(_seed(1), name="seed-d1-f32head",
                                        seed={**_seed(1).seed, "draft_head": "float32"}),
+                               replace(_seed(1), name="seed-d1-fixedlen",
+                                       seed={**_seed(1).seed, "adaptive_length": False}),
                                replace(_seed(1), name="seed-d1-poll",
                                        env=(("SEED_DISABLE_PATCHES", "engine_core_draft_poll"),)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),

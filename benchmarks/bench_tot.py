@@ -168,7 +168,8 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"k=3 with N drafters; seed-tK1K2K3 = one drafter, MCSD token tree k_config=(K1, K2, K3), "
         f"all nodes verified in one target step (-r: children drawn with replacement); -fixed = "
         f"every round drafts (adaptive speculation off); -f32head = the draft's LM head in "
-        f"float32 in the drafter (default: int8). Of E bound = tok/s / (E x plain "
+        f"float32 in the drafter (default: int8); -fixedlen = every draft 3 tokens long (default: "
+        f"each round's length chosen from measured acceptance and costs). Of E bound = tok/s / (E x plain "
         f"tok/s), E = mean acceptance length (tokens per target step): the ceiling if a verify "
         f"step cost one plain step and drafting were free. Command: `{command}`")
 

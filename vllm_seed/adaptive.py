@@ -59,6 +59,18 @@ that share a drafter, steps that mix verified and paused branches, drafting
 that slows the host. So a gate per range of N also judges speculation as a
 whole, by its outcome (gate.py).
 
+The draft length L is chosen the same way, per branch and round (chains only;
+a token tree's shape is fixed): the L in 1..num_draft with the most tokens per
+unit of cost,
+
+    E(a, L) / ((fixed + L * draft_s) / N + (L + 1) * per_token)
+
+where ``draft_s`` is the measured time of one batched draft forward (drafter
+calls over their forwards). A round's draft forwards and verify step's fixed
+cost are shared by its N branches; each verified token costs ``per_token``.
+Low acceptance and many branches favour short drafts, high acceptance and few
+branches long ones. Until the costs are measured, L is num_draft.
+
 Pure Python, clock injected, like rounds.py.
 """
 
@@ -132,10 +144,13 @@ class _StepCostModel:
 class AdaptiveSpeculation:
     def __init__(
         self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
+        adaptive_length: bool = False,
     ):
         self.num_draft = num_draft
-        self.verify_tokens = num_draft + 1 if verify_tokens is None else verify_tokens
+        self.tree_tokens = verify_tokens  # a token tree's tokens verified per round; None: a chain
         self.enabled = enabled
+        self.adaptive_length = adaptive_length and verify_tokens is None
+        self.draft_s: float | None = None  # seconds per batched draft forward
         self.clock = clock
         self.branches: dict[str, _Branch] = {}
         self.steps = _StepCostModel()
@@ -211,6 +226,32 @@ class AdaptiveSpeculation:
                 self.round_s[load] = _ema(self.round_s.get(load), since)
         b.last_step_at = now
 
+    def drafted(self, seconds: float, forwards: int) -> None:
+        """A drafter call of ``forwards`` batched forwards took ``seconds``. A
+        call that prefills a new branch's prompt counts as at most twice the
+        estimate: the rule is a round's few new tokens."""
+        if forwards > 0:
+            sample = seconds / forwards
+            self.draft_s = _ema(self.draft_s, sample if self.draft_s is None else min(sample, 2 * self.draft_s))
+
+    def draft_length(self, req_id: str, num_decoding: int) -> int:
+        """Draft tokens of ``req_id``'s next round (module docstring)."""
+        fit = self.steps.fit()
+        if not self.adaptive_length or fit is None or self.draft_s is None:
+            return self.num_draft
+        fixed, per_token = max(fit[0], 0.0), fit[1]
+        n, a = max(num_decoding, 1), self.acceptance(req_id)
+
+        def rate(length: int) -> float:
+            cost = (fixed + length * self.draft_s) / n + (length + 1) * per_token
+            return expected_tokens(a, length) / max(cost, 1e-9)
+
+        return max(range(1, self.num_draft + 1), key=rate)  # a tie goes to the shorter
+
+    def verify_tokens(self, num_draft: int) -> int:
+        """Tokens one round verifies: a chain's draft and bonus, or the tree's."""
+        return num_draft + 1 if self.tree_tokens is None else self.tree_tokens
+
     def acceptance(self, req_id: str) -> float:
         prior = self.accepted / max(self.accepted + self.rejected, 1.0) if self.accepted else 0.5
         b = self.branches.get(req_id, _Branch())
@@ -227,19 +268,20 @@ class AdaptiveSpeculation:
         plain_s = self.plain.predict(num_decoding) or self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
-        e = expected_tokens(self.acceptance(req_id), self.num_draft)
-        return min(e * plain_s / round_s, self.target_gain(e, num_decoding))
+        length = self.draft_length(req_id, num_decoding)
+        e = expected_tokens(self.acceptance(req_id), length)
+        return min(e * plain_s / round_s, self.target_gain(e, num_decoding, self.verify_tokens(length)))
 
     def fixed_step_s(self) -> float | None:
         """The part of a target step's time that does not grow with its tokens."""
         fit = self.steps.fit()
         return None if fit is None else max(fit[0], 0.0)
 
-    def target_gain(self, e: float, num_decoding: int) -> float:
+    def target_gain(self, e: float, num_decoding: int, verify_tokens: int) -> float:
         """E tokens per round against plain decoding, in target time (module docstring)."""
         fixed, per_token = self.steps.fit() or (1.0, 0.0)
         share = max(fixed, 0.0) / max(num_decoding, 1)  # the step's fixed cost, per branch
-        return e * (per_token + share) / (per_token * self.verify_tokens + share)
+        return e * (per_token + share) / (per_token * verify_tokens + share)
 
     def should_draft(self, req_id: str, num_decoding: int) -> bool:
         """Asked once per step for each idle decoding branch."""

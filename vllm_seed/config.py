@@ -69,6 +69,12 @@ class SeedConfig:
     acceptance, large batch, saturated drafters) and probe again later; see
     adaptive.py. Off: every decoding branch drafts every round."""
 
+    adaptive_length: bool = True
+    """Each round, draft each branch the length in 1..num_speculative_tokens
+    that its measured acceptance and the measured costs of target steps and
+    draft forwards favour (adaptive.py); on whether or not ``adaptive`` is.
+    Off: always num_speculative_tokens. Chains only: a tree's shape is fixed."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD, see tree.py): node at level d-1 gets k_d
     children, e.g. ``[2, 2, 1]``; verified in one target step. Empty (or all
@@ -87,7 +93,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "replacement"):
+        for name in ("adaptive", "adaptive_length", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

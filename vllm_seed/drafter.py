@@ -70,21 +70,24 @@ class Drafter:
         drafted = [[] for _ in jobs]
         probs = [[] for _ in jobs]
         cached = list(reused)
+        active = list(range(len(jobs)))  # branches still drafting: lengths may differ
         for step in range(max(job.num_draft for job in jobs)):
-            logits = self.lm.forward(slots, cached, feed)  # [B, V]
-            cached = [c + len(f) for c, f in zip(cached, feed)]
-            feed = []
-            for b, job in enumerate(jobs):
-                token, q = _sample(logits[b], job, step)
+            logits = self.lm.forward([slots[b] for b in active], [cached[b] for b in active], feed)
+            feed, still = [], []
+            for row, b in enumerate(active):
+                cached[b] += 1 if step else len(jobs[b].token_ids) - reused[b]  # what was fed
+                token, q = _sample(logits[row], jobs[b], step)
                 drafted[b].append(token)
                 probs[b].append(q)
-                feed.append([token])
+                if step + 1 < jobs[b].num_draft:
+                    still.append(b)
+                    feed.append([token])
+            active = still
         for job, toks in zip(jobs, drafted):
             # The last draft token was never fed: its KV is not in the slot.
-            self.cached[job.req_id] = list(job.token_ids) + toks[: job.num_draft - 1]
+            self.cached[job.req_id] = list(job.token_ids) + toks[:-1]
         return [
-            Draft(job.req_id, len(job.token_ids), toks[: job.num_draft],
-                  None if job.temperature == 0 else np.stack(qs[: job.num_draft]))
+            Draft(job.req_id, len(job.token_ids), toks, None if job.temperature == 0 else np.stack(qs))
             for job, toks, qs in zip(jobs, drafted, probs)
         ]
 

@@ -43,6 +43,7 @@ class SeedScheduler(Scheduler):
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
             verify_tokens=None if tree is None else tree.num_nodes + 1,
+            adaptive_length=self.seed_config.adaptive_length,
         )
         # This engine step as plain decoding would pay it: vLLM's scheduling, the forward
         # and vLLM's bookkeeping; not SEED's own work, not idle time.
@@ -193,6 +194,8 @@ class SeedScheduler(Scheduler):
         if timeout_s:
             self.rounds.stats.blocked_wait_s += self.rounds.clock() - start
         self.rounds.admit(batches)
+        for batch in batches:
+            self.adaptive.drafted(batch.busy_s, max((len(d.token_ids) for d in batch.drafts), default=0))
         for _, req_ids in failed:
             self.rounds.fail(req_ids)
 
@@ -232,15 +235,15 @@ class SeedScheduler(Scheduler):
             elif not self.adaptive.should_draft(rid, num_decoding):
                 self.rounds.pause(rid)
         for drafter, rids in self.rounds.to_dispatch(req_ids, self.pool.down).items():
-            self.pool.submit(drafter, [self._job(self.requests[rid]) for rid in rids])
+            self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding) for rid in rids])
 
-    def _job(self, request) -> DraftJob:
+    def _job(self, request, num_decoding: int) -> DraftJob:
         params = request.sampling_params
         temperature = params.temperature if params.temperature >= _SAMPLING_EPS else 0.0
         config = self.seed_config
         return DraftJob(
-            request.request_id, list(request.all_token_ids), config.num_speculative_tokens,
-            temperature, params.seed,
+            request.request_id, list(request.all_token_ids),
+            self.adaptive.draft_length(request.request_id, num_decoding), temperature, params.seed,
             k_config=config.k_config if self.tree else (), replacement=config.replacement,
         )
 

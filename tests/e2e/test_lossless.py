@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.e2e.conftest import NUM_SPEC_TOKENS
 from tests.e2e.sampling import (
     greedy, greedy_workload, gsm8k_prompts, run_script, sample_tokens, spec_counters, two_sample_pvalues,
 )
@@ -24,9 +25,11 @@ def test_greedy_is_token_identical_over_prompts_lengths_and_batch_mixes(plain_ll
     for i in range(0, 30, 10):  # other batch compositions
         assert greedy(seed_llm, prompts[i : i + 3], lengths[i : i + 3]) == expected[i : i + 3]
     after = spec_counters(seed_llm)
-    drafted = after["vllm:spec_decode_num_draft_tokens"] - before.get("vllm:spec_decode_num_draft_tokens", 0)
-    accepted = after["vllm:spec_decode_num_accepted_tokens"] - before.get("vllm:spec_decode_num_accepted_tokens", 0)
+    drafted, accepted, drafts = (after[f"vllm:spec_decode_num_{name}"] - before.get(f"vllm:spec_decode_num_{name}", 0)
+                                 for name in ("draft_tokens", "accepted_tokens", "drafts"))
     assert drafted > 1000 and accepted > 0.3 * drafted  # SEED really speculated
+    print(f"drafts {drafts}, draft tokens {drafted}: {drafted / drafts:.2f} per draft")
+    assert drafts < drafted < NUM_SPEC_TOKENS * drafts  # of adaptive lengths, short and long
 
 
 @pytest.mark.parametrize("temperature", [0.2, 1.0])

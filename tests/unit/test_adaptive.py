@@ -234,8 +234,8 @@ def test_verify_tokens_that_slow_a_full_step_stop_drafting_even_when_the_round_p
     ad, clock = fitted()  # 5 ms fixed + 1 ms per token
     rounds(ad, clock, "a", accepted=1, round_s=0.004, batch=64)
     e = expected_tokens(ad.acceptance("a"), L)
-    assert ad.target_gain(e, 64) == pytest.approx(e * (0.001 + 0.005 / 64) / (0.004 + 0.005 / 64))
-    assert ad.gain("a", 64) == pytest.approx(ad.target_gain(e, 64)) and ad.gain("a", 64) < 1
+    assert ad.target_gain(e, 64, ad.verify_tokens(L)) == pytest.approx(e * (0.001 + 0.005 / 64) / (0.004 + 0.005 / 64))
+    assert ad.gain("a", 64) == pytest.approx(ad.target_gain(e, 64, L + 1)) and ad.gain("a", 64) < 1
     assert not ad.should_draft("a", 64)
     rounds(ad, clock, "b", accepted=1, round_s=0.004)
     e = expected_tokens(ad.acceptance("b"), L)
@@ -246,7 +246,8 @@ def test_a_token_tree_pays_for_all_the_nodes_it_verifies():
     ad, clock = fitted(verify_tokens=11)  # k_config (2, 2, 1): 10 nodes and the bonus
     rounds(ad, clock, "a", accepted=3, round_s=0.004)
     e = expected_tokens(ad.acceptance("a"), L)
-    assert ad.target_gain(e, 1) == pytest.approx(e * 0.006 / 0.016)
+    assert ad.verify_tokens(L) == 11
+    assert ad.target_gain(e, 1, 11) == pytest.approx(e * 0.006 / 0.016)
 
 
 def speculate(ad, steps, emitted, seconds, num_decoding=4):
@@ -311,3 +312,56 @@ def test_disabled_always_drafts():
         ad.plain_step(1, 0.001)
     speculate(ad, 2 * _CLEAN_REFRESH, emitted=1, seconds=1.0, num_decoding=1)
     assert all(ad.should_draft("a", 1) for _ in range(50))
+
+
+def length_model(acceptance_rounds, batch, adaptive_length=True, **kw):
+    """5 ms fixed + 1 ms per token steps, 2 ms draft forwards, one branch's rounds."""
+    ad, clock = fitted(adaptive_length=adaptive_length, **kw)
+    ad.drafted(0.006, 3)
+    for accepted in acceptance_rounds:
+        clock.t += 0.01
+        ad.stepped("a", batch, L, accepted)
+    return ad
+
+
+def test_the_draft_length_is_the_longest_only_until_costs_are_measured():
+    ad = AdaptiveSpeculation(L, adaptive_length=True)
+    assert ad.draft_length("a", 1) == L
+    ad.drafted(0.006, 3)
+    assert ad.draft_length("a", 1) == L  # the target's step cost is not fitted yet
+    assert length_model([0] * 20, 1).draft_length("a", 1) < L
+
+
+def test_low_acceptance_and_many_branches_draft_short_high_acceptance_and_few_long():
+    low, high = [0, 1, 0, 0] * 5, [L] * 20
+    assert length_model(low, 64).draft_length("a", 64) == 1
+    assert length_model(high, 1).draft_length("a", 1) == L
+    ad = length_model([1] * 20, 1)  # a ~ 0.5: the cost of each length decides
+    a, draft_s = ad.acceptance("a"), 0.002
+
+    def rate(k):
+        return expected_tokens(a, k) / (0.005 + k * draft_s + 0.001 * (k + 1))
+
+    assert ad.draft_length("a", 1) == max(range(1, L + 1), key=rate)
+
+
+def test_the_gain_is_judged_at_the_chosen_length():
+    ad = length_model([0, 1, 0, 0] * 5, 64)
+    assert ad.draft_length("a", 64) == 1 and ad.plain.fit() is None  # plain: the step model's
+    e = expected_tokens(ad.acceptance("a"), 1)
+    round_gain = e * ad.steps.predict(64) / 0.01
+    assert ad.gain("a", 64) == pytest.approx(min(round_gain, ad.target_gain(e, 64, 2)))
+
+
+def test_off_or_for_a_tree_the_draft_length_is_fixed():
+    assert length_model([0] * 20, 64, adaptive_length=False).draft_length("a", 64) == L
+    assert length_model([0] * 20, 64, verify_tokens=11).draft_length("a", 64) == L
+
+
+def test_a_prefill_call_counts_as_at_most_twice_a_draft_forward():
+    ad = AdaptiveSpeculation(L)
+    ad.drafted(0.006, 3)
+    ad.drafted(1.0, 1)  # a new branch's prompt
+    assert ad.draft_s == pytest.approx(0.8 * 0.002 + 0.2 * 0.004)
+    ad.drafted(0.5, 0)  # nothing drafted
+    assert ad.draft_s == pytest.approx(0.8 * 0.002 + 0.2 * 0.004)

@@ -258,6 +258,26 @@ def test_verifications_feed_adaptive_speculation(sched):
     assert sched.adaptive.steps.n == 1  # the verify step: prefills lie off the decode cost curve
 
 
+def test_each_draft_job_has_the_length_adaptive_speculation_chose(sched):
+    lengths = {"a": 1, "b": 3}
+    sched.adaptive.draft_length = lambda rid, num_decoding: lengths[rid]
+    add(sched, "a", temperature=1.0)
+    add(sched, "b", temperature=1.0)
+    step(sched, {})
+    jobs = {job.req_id: job for _, batch in sched.pool.jobs for job in batch}
+    assert {rid: job.num_draft for rid, job in jobs.items()} == lengths
+    q = np.full((1, 8), 1 / 8, dtype=np.float32)
+    drafts = [Draft("a", len(jobs["a"].token_ids), [11], q),
+              Draft("b", len(jobs["b"].token_ids), [11, 12, 13], np.repeat(q, 3, axis=0))]
+    sched.pool.ready.append(DraftBatch(0, drafts, 1.0, 0.009))
+    out = step(sched, {"a": [11, 5], "b": [11, 12, 9]})
+    assert out.scheduled_spec_decode_tokens == {"a": [11], "b": [11, 12, 13]}
+    assert {rid: p.shape for rid, p in out.seed_draft_probs.items()} == {"a": (1, 8), "b": (3, 8)}
+    assert sched.adaptive.draft_s == pytest.approx(0.003)  # 9 ms over its 3 forwards
+    a, b = sched.adaptive.branches["a"], sched.adaptive.branches["b"]
+    assert (a.accepted, a.rejected, b.accepted, b.rejected) == (1, 0, 2, 1)
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_plain_steps_measure_plain_decoding_only_while_nothing_drafts(sched, busy):
     sched.adaptive.should_draft = lambda rid, num_decoding: False
