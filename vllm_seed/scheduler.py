@@ -194,8 +194,9 @@ class SeedScheduler(Scheduler):
         if timeout_s:
             self.rounds.stats.blocked_wait_s += self.rounds.clock() - start
         self.rounds.admit(batches)
-        for batch in batches:
-            self.adaptive.drafted(batch.busy_s, max((len(d.token_ids) for d in batch.drafts), default=0))
+        if self.tree is None:  # a chain's draft tokens are its forwards; a tree's nodes are not
+            for batch in batches:
+                self.adaptive.drafted(batch.busy_s, max((len(d.token_ids) for d in batch.drafts), default=0))
         for _, req_ids in failed:
             self.rounds.fail(req_ids)
 

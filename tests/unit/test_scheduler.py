@@ -361,6 +361,7 @@ def test_tree_rounds_draft_the_tree_and_verify_all_its_nodes(random_llama_dir):
     assert req.num_computed_tokens == req.num_tokens - 1  # 7 rejected node slots rolled back
     # Adaptive speculation sees a full-depth acceptance (3 of depth 3), not 3 of 10 nodes.
     assert (sched.adaptive.accepted, sched.adaptive.rejected) == (3, 0)
+    assert sched.adaptive.draft_s is None  # 10 nodes are 3 forwards: no chain's draft cost
 
 
 @pytest.mark.parametrize("sampling", [
