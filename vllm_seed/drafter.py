@@ -73,9 +73,10 @@ class Drafter:
         active = list(range(len(jobs)))  # branches still drafting: lengths may differ
         for step in range(max(job.num_draft for job in jobs)):
             logits = self.lm.forward([slots[b] for b in active], [cached[b] for b in active], feed)
+            for b, fed in zip(active, feed):
+                cached[b] += len(fed)
             feed, still = [], []
             for row, b in enumerate(active):
-                cached[b] += 1 if step else len(jobs[b].token_ids) - reused[b]  # what was fed
                 token, q = _sample(logits[row], jobs[b], step)
                 drafted[b].append(token)
                 probs[b].append(q)
