@@ -195,9 +195,9 @@ class Int8Head:
     fbgemm's dynamic-quantised linear: [R, H] -> [R, V] float32.
 
     The head is most of a small draft's forward and, at a few rows, bound by
-    reading its weights: a quarter of the bytes makes it 3-14x faster (192 x
-    49152 on one AVX2 core, 1-24 rows; 3 rows: 0.45 against 3.7 ms). The
-    logits move a little (SmolLM2 draft, a scratch check on 1220 positions:
+    reading its weights: int8 reads a quarter of the bytes (the drafter's time
+    per call, int8 against float32: benchmarks/results/bench_tot_smollm2.md's
+    profile table). The logits move a little (SmolLM2 draft, a scratch check on 1220 positions:
     argmax unchanged at 99.4%, softmax total variation 0.004; acceptance is
     unchanged, benchmarks/draft_head_acceptance.py), so drafts are proposed
     from a slightly different q, the one they are then verified with:
