@@ -96,7 +96,7 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 
 # seed-dN: SEED with N drafters, chain drafts of 3 tokens (adaptive speculation, the default);
 # seed-d1-kK: one drafter, chain drafts of K tokens;
-# seed-dN-fixed: every round drafts, whatever it gains;
+# seed-dN-fixed, seed-d1-k1-fixed: every round drafts, whatever it gains;
 # seed-d1-f32head: seed-d1 with the draft's LM head in float32, as stored (the
 #   default runs it in int8, draft_model.Int8Head), to measure that choice;
 # seed-d1-fixedlen: seed-d1 drafting all 3 tokens every round (adaptive_length off),
@@ -108,7 +108,7 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False),
-                               *(_seed(1, k=k) for k in (1, 2, 4)),
+                               *(_seed(1, k=k) for k in (1, 2, 4)), _seed(1, adaptive=False, k=1),
                                replace(_seed(1), name="seed-d1-f32head",
                                        seed={**_seed(1).seed, "draft_head": "float32"}),
                                replace(_seed(1), name="seed-d1-fixedlen",
