@@ -3,7 +3,10 @@
 Greedy agreement with the target and T=1 expected acceptance, mean of
 sum(min(p, q)), of the SmolLM2 draft run by the SEED drafter with its LM head
 in int8 and in float32, along the target's greedy continuations (60 tokens)
-of held-out GSM8K test questions in the ToT thought prompt:
+of held-out GSM8K test questions in the ToT thought prompt. Also how often
+the target's token is among the draft's top k (k = 1 is greedy agreement):
+what k candidates per level of a greedy token tree can accept, and how often
+a guess among the draft's top k of the token the target emits next is right.
 
     .venv/bin/python benchmarks/draft_head_acceptance.py [NUM_QUESTIONS] > benchmarks/results/draft_head_acceptance.json
 """
@@ -24,6 +27,7 @@ from vllm_seed.draft_model import DraftLM  # noqa: E402
 
 PAIR = REPO / "benchmarks" / "models" / "smollm2"
 MAX_NEW_TOKENS = 60
+TOP_K = (2, 3, 4)
 
 
 def target_continuation(target, ids: list[int]) -> tuple[list[int], torch.Tensor]:
@@ -48,6 +52,7 @@ def main(num_questions: int) -> dict:
     target = AutoModelForCausalLM.from_pretrained(PAIR / "target", dtype=torch.float32)
     lms = {h: DraftLM(str(PAIR / "draft"), 2048, slots=1, head=h) for h in ("float32", "int8")}
     agree, accept, positions = {h: 0 for h in lms}, {h: 0.0 for h in lms}, 0
+    in_top = {h: {k: 0 for k in TOP_K} for h in lms}
     for question in load_questions("test")[200:200 + num_questions]:
         ids = chat_ids(tok, question_prompts(question, None, None)["thought"])
         cont, p = target_continuation(target, ids)
@@ -56,9 +61,15 @@ def main(num_questions: int) -> dict:
             logits = draft_logits(lm, ids, cont)
             agree[h] += int((logits.argmax(-1) == torch.tensor(cont)).sum())
             accept[h] += float(torch.minimum(p, torch.softmax(logits, -1)).sum())
+            top = logits.topk(max(TOP_K), dim=-1).indices  # [N, K]
+            hit = top == torch.tensor(cont)[:, None]
+            for k in TOP_K:
+                in_top[h][k] += int(hit[:, :k].any(-1).sum())
     return {"questions": num_questions, "prompt": "ToT thought", "max_new_tokens": MAX_NEW_TOKENS,
             **{h: {"positions": positions, "greedy_agreement": round(agree[h] / positions, 4),
-                   "expected_acceptance_t1": round(accept[h] / positions, 4)} for h in lms}}
+                   "expected_acceptance_t1": round(accept[h] / positions, 4),
+                   "target_token_in_draft_top_k": {k: round(in_top[h][k] / positions, 4) for k in TOP_K}}
+               for h in lms}}
 
 
 if __name__ == "__main__":
