@@ -59,10 +59,10 @@ def main(num_questions: int) -> dict:
         positions += len(cont)
         for h, lm in lms.items():
             logits = draft_logits(lm, ids, cont)
-            agree[h] += int((logits.argmax(-1) == torch.tensor(cont)).sum())
-            accept[h] += float(torch.minimum(p, torch.softmax(logits, -1)).sum())
-            top = logits.topk(max(TOP_K), dim=-1).indices  # [N, K]
+            top = logits.topk(max(TOP_K), dim=-1).indices  # [N, K], best first
             hit = top == torch.tensor(cont)[:, None]
+            agree[h] += int(hit[:, 0].sum())
+            accept[h] += float(torch.minimum(p, torch.softmax(logits, -1)).sum())
             for k in TOP_K:
                 in_top[h][k] += int(hit[:, :k].any(-1).sum())
     return {"questions": num_questions, "prompt": "ToT thought", "max_new_tokens": MAX_NEW_TOKENS,
