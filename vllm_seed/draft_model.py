@@ -197,11 +197,10 @@ class Int8Head:
     The head is most of a small draft's forward and, at a few rows, bound by
     reading its weights: int8 reads a quarter of the bytes (the drafter's time
     per call, int8 against float32: benchmarks/results/bench_tot_smollm2.md's
-    profile table). The logits move a little (SmolLM2 draft, a scratch check on 1220 positions:
-    argmax unchanged at 99.4%, softmax total variation 0.004; acceptance is
-    unchanged, benchmarks/draft_head_acceptance.py), so drafts are proposed
-    from a slightly different q, the one they are then verified with:
-    lossless either way.
+    profile table). The logits move a little and acceptance does not
+    (benchmarks/draft_head_acceptance.py: the same greedy agreement and T=1
+    acceptance with either head), so drafts are proposed from a slightly
+    different q, the one they are then verified with: lossless either way.
 
     fbgemm quantises its input with one range for the whole batch, which
     would make a branch's logits depend on its batch mates (and a seeded
