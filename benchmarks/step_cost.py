@@ -21,8 +21,7 @@ which tokens it verifies, so the proposer repeats the last one. Timed in the
 worker's model runner: the forward, sampling and verification, not the
 proposer. The worker is one thread on core 0, as in the benchmark servers
 (vLLM's CPU default on this 2-core machine). Greedy; random prompts of
---prompt-len tokens, like the ToT prompts. One engine per k, each in its own
-process:
+--prompt-len tokens. One engine per k, each in its own process:
 
     .venv/bin/python benchmarks/step_cost.py --pair smollm2 \\
         --json benchmarks/results/step_cost_smollm2.json --markdown benchmarks/results/step_cost_smollm2.md
