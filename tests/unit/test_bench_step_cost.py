@@ -41,7 +41,7 @@ def test_acceptance_needed_inverts_expected_tokens():
 def test_ceiling_and_e_needed_come_from_the_median_ratio():
     samples = {3: {24: {"ratios": [2.0, 2.6, 3.0], "plain_s": [0.1], "verify_s": [0.26]}},
                1: {3: {"ratios": [1.0], "plain_s": [0.05], "verify_s": [0.05]}}}
-    slow, fast = summarise(samples)[1], summarise(samples)[0]
+    fast, slow = summarise(samples)  # by k: 1, then 3
     assert slow["cost_vs_plain"] == 2.6
     assert slow["ceiling_every_token_accepted"] == pytest.approx(4 / 2.6)
     assert slow["e_needed"] == pytest.approx(1.6 * 2.6)
