@@ -67,12 +67,13 @@ def pair_from_args(name: str, pair_dir: Path | None) -> Pair:
 class ServerConfig:
     """One server under test. `speculative` is --speculative-config without the draft path;
     `seed` set means our plugin (--speculative-plugin seed --seed-config `seed`); `env` is
-    added to the server's environment."""
+    added to the server's environment, `args` to its command line."""
 
     name: str
     speculative: dict | None = None
     seed: dict | None = None
     env: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...] = ()
 
 
 def _sd(k: int) -> ServerConfig:
@@ -104,7 +105,9 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # seed-d1-poll: seed-d1 with vLLM's per-step draft-token RPC left in (patch
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
-# without (or with, -r) replacement.
+# without (or with, -r) replacement;
+# NAME-b32: NAME with 32-token KV blocks (CPU default 128; prefix-cache hits come in
+#   whole blocks, so a ToT node's sibling branches share more of their prompt).
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
 CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed, range(1, 4)), _seed(1, adaptive=False),
@@ -118,6 +121,8 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
                                *(_seed_tree(k, adaptive=False) for k in TREES),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
+CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
+                for name in ("plain", "sd-k1", "seed-d1")})
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,
@@ -126,7 +131,7 @@ def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib
     explicit KV cache (target and draft share it) lets every server fit in RAM at once."""
     argv = [VLLM, "serve", str(pair_dir / "target"), "--host", "127.0.0.1", "--port", str(port),
             "--dtype", "float32", "--max-model-len", "2048",
-            "--kv-cache-memory-bytes", str(kv_cache_mib * 2**20), *extra]
+            "--kv-cache-memory-bytes", str(kv_cache_mib * 2**20), *extra, *config.args]
     if config.seed is not None:
         argv += ["--speculative-plugin", "seed", "--seed-config", json.dumps(config.seed)]
     if config.speculative is not None:

@@ -35,7 +35,13 @@ def test_config_names():
                              "seed-d1-poll",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
-                             "seed-t221-r-fixed"]
+                             "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32"]
+
+
+def test_b32_configs_add_the_block_size():
+    argv = server_argv(CONFIGS["seed-d1-b32"], PAIR, 8001, extra=("--enforce-eager",))
+    assert argv[len(BASE):len(BASE) + 3] == ["--enforce-eager", "--block-size", "32"]
+    assert argv[len(BASE) + 3:] == server_argv(CONFIGS["seed-d1"], PAIR, 8001)[len(BASE):]
 
 
 def test_plain_argv():
