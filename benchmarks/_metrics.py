@@ -58,6 +58,19 @@ def spec_counters(text: str) -> dict:
     }
 
 
+PREFIX_CACHE = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_hits_total": "hits"}
+
+
+def prefix_cache_counters(text: str) -> dict[str, float]:
+    """{"queries", "hits"}: prompt tokens looked up in vLLM's prefix cache and found, summed
+    over engines and models."""
+    out = {"queries": 0.0, "hits": 0.0}
+    for name, _, value in parse_metrics(text):
+        if name in PREFIX_CACHE:
+            out[PREFIX_CACHE[name]] += value
+    return out
+
+
 def counter_delta(before: Mapping, after: Mapping) -> dict:
     """after - before of two `spec_counters` results (positions missing before count 0)."""
     return {

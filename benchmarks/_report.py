@@ -91,11 +91,17 @@ def _row(key: tuple, reps: list[dict], peak_rss: int | None) -> dict:
         "ttft_s": statistics.median(p["ttft_s"] for p in probes) if probes else None,
         "tpot_s": statistics.median(tpots) if tpots else None,
         "accuracy": statistics.mean(r["accuracy"] for r in ok) if ok else None,
+        "prefix_cache_hit_rate": _hit_rate(_sum_dicts(r.get("prefix_cache") or {} for r in ok)),
         "peak_rss_mib": peak_rss / 2**20 if peak_rss else None,
         "seed_profile": seed_profile(_sum_dicts(r.get("seed") or {} for r in ok),
                                      sum(r.get("wall_time_s", 0.0) for r in ok)),
         "reps": reps,
     }
+
+
+def _hit_rate(cache: dict) -> float | None:
+    """Share of the prompt tokens looked up in the prefix cache that it held."""
+    return cache["hits"] / cache["queries"] if cache.get("queries") else None
 
 
 def _sum_dicts(dicts) -> dict:
@@ -154,13 +160,13 @@ def _levels(per_pos: list[float] | None) -> list[float] | None:
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| config | T | mode | output tok/s, median (min–max) | speedup vs plain "
              "| mean acceptance length | acceptance per position | of E bound | TTFT ms "
-             "| TPOT ms | peak RSS MiB | ToT accuracy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| TPOT ms | prefix-cache hits | peak RSS MiB | ToT accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tps, spec = r["tokens_per_s"], r["spec_decode"] or {}
         if r["error"] and not tps:
             lines.append(f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
-                         f"| error: {r['error'][:80]} |" + " – |" * 8)
+                         f"| error: {r['error'][:80]} |" + " – |" * 9)
             continue
         per_pos = _levels(spec.get("per_position"))
         lines.append(
@@ -171,6 +177,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {' / '.join(f'{p:.2f}' for p in per_pos) if per_pos else '–'} "
             f"| {_fmt(r['e_bound_efficiency'], '.0%')} "
             f"| {_fmt(r['ttft_s'], '.0f', 1e3)} | {_fmt(r['tpot_s'], '.1f', 1e3)} "
+            f"| {_fmt(r['prefix_cache_hit_rate'], '.0%')} "
             f"| {_fmt(r['peak_rss_mib'], '.0f')} | {_fmt(r['accuracy'], '.2f')} |")
     return "\n".join(lines)
 

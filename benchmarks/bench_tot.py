@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _metrics import counter_delta, seed_counters, spec_counters
+from _metrics import counter_delta, prefix_cache_counters, seed_counters, spec_counters
 from _probe import get_text, reset_prefix_cache, stream_probe
 from _report import build_rows, machine_info, markdown_table, model_info, plot, profile_table
 from _servers import CONFIGS, PAIRS, Fleet, Server, free_port, pair_from_args, server_argv
@@ -112,6 +112,7 @@ def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
     result = run_tot(config)
     after = get_text(server.url + "/metrics")
     seed_before, seed_after = seed_counters(before), seed_counters(after)
+    cache_before, cache_after = prefix_cache_counters(before), prefix_cache_counters(after)
     probe = stream_probe(server.url, config.model, probe_prompt, config.temperature,
                          seed=config.seed)
     return {"tokens_per_s": result["output_tokens_per_s"], "accuracy": result["accuracy"],
@@ -119,6 +120,7 @@ def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
             "wall_time_s": result["wall_time_s"], "latency_s": result["latency_s"],
             "spec": counter_delta(spec_counters(before), spec_counters(after)),
             "seed": {k: v - seed_before.get(k, 0.0) for k, v in seed_after.items()},
+            "prefix_cache": {k: v - cache_before[k] for k, v in cache_after.items()},
             "probe": probe}
 
 

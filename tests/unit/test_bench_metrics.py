@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import pytest  # noqa: E402
 from _metrics import (  # noqa: E402
-    acceptance, add_counters, counter_delta, parse_metrics, seed_counters, seed_profile,
-    spec_counters, spread,
+    acceptance, add_counters, counter_delta, parse_metrics, prefix_cache_counters, seed_counters,
+    seed_profile, spec_counters, spread,
 )
 
 LABELS = 'engine="{e}",model_name="t"'
@@ -49,6 +49,16 @@ def test_acceptance_from_two_snapshots():
                      "per_pos": {0: 16.0, 1: 10.0, 2: 4.0}}
     assert acceptance(delta) == {"acceptance_rate": 0.5, "per_position": [0.8, 0.5, 0.2],
                                  "mean_acceptance_length": 2.5}  # 1 + 30/20, bonus included
+
+
+def test_prefix_cache_counters_sum_over_engines_and_skip_other_series():
+    text = ('vllm:prefix_cache_queries_total{engine="0",model_name="m"} 300.0\n'
+            'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 128.0\n'
+            'vllm:prefix_cache_queries_total{engine="1",model_name="m"} 100.0\n'
+            'vllm:prefix_cache_hits_created 1.7e9\n'
+            'vllm:external_prefix_cache_hits_total{engine="0"} 99.0\n')
+    assert prefix_cache_counters(text) == {"queries": 400.0, "hits": 128.0}
+    assert prefix_cache_counters("vllm:num_requests_running 0\n") == {"queries": 0.0, "hits": 0.0}
 
 
 def test_plain_server_has_no_acceptance():

@@ -108,7 +108,8 @@ def record(config, rep, tps, accepted=0.0, error=None):
     rec = {"config": config, "temperature": 0.0, "mode": "latency", "rep": rep, "error": error}
     if error is None:
         rec.update(tokens_per_s=tps, accuracy=rep % 2, spec=spec,
-                   probe={"ttft_s": 0.1 * (rep + 1), "tpot_s": 0.01})
+                   probe={"ttft_s": 0.1 * (rep + 1), "tpot_s": 0.01},
+                   prefix_cache={"queries": 100.0, "hits": 10.0 * rep})
     return rec
 
 
@@ -134,7 +135,10 @@ def test_rows_median_speedup_acceptance_and_error_row():
         "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | – | 200 |")
     assert table[3].startswith(
         "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 | 133% | 200 |")
+    assert sd["prefix_cache_hit_rate"] == pytest.approx(30 / 300)  # summed over repetitions
+    assert table[3].endswith("| 10.0 | 10% | – | 0.33 |")
     assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
+    assert table[4].count("|") == table[3].count("|")
     assert profile_table(rows) == ""  # no SEED counters in these records
 
 
