@@ -17,6 +17,10 @@ CASES = {  # name: (seed config, temperatures sampled)
     "tree-221": ({"k_config": [2, 2, 1]}, TEMPERATURES),
     "tree-221-replacement": ({"k_config": [2, 2, 1], "replacement": True}, TEMPERATURES),
     "tree-321": ({"k_config": [3, 2, 1]}, ()),
+    # 32-token KV blocks (the README's advice for ToT on CPU): the target's KV and tree
+    # attention's reads of it use another layout of blocks.
+    "chain-111-block32": ({"k_config": [1, 1, 1], "block_size": 32}, ()),
+    "tree-221-block32": ({"k_config": [2, 2, 1], "block_size": 32}, ()),
 }
 
 

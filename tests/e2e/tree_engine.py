@@ -3,6 +3,7 @@
 One engine per tree shape, each in its own process, so the session never
 holds more than one of them (their Ray drafters and KV caches) at a time.
 Usage: python -m tests.e2e.tree_engine OUT.json '{"k_config": [2, 2, 1]}' T [T ...]
+(a "block_size" key goes to the engine, not to SEED: the KV block size in tokens).
 """
 
 import json
@@ -22,8 +23,9 @@ if __name__ == "__main__":
 
     out, seed_config, temperatures = sys.argv[1], json.loads(sys.argv[2]), [float(t) for t in sys.argv[3:]]
     depth = len(seed_config["k_config"])
+    engine_kw = {**ENGINE_KW, **({"block_size": seed_config.pop("block_size")} if "block_size" in seed_config else {})}
     llm = LLM(
-        model=str(TARGET_DIR), **ENGINE_KW,
+        model=str(TARGET_DIR), **engine_kw,
         **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), depth, num_drafters=2, adaptive=False, **seed_config),
     )
     prompts, lengths = greedy_workload()
