@@ -23,7 +23,9 @@ if __name__ == "__main__":
 
     out, seed_config, temperatures = sys.argv[1], json.loads(sys.argv[2]), [float(t) for t in sys.argv[3:]]
     depth = len(seed_config["k_config"])
-    engine_kw = {**ENGINE_KW, **({"block_size": seed_config.pop("block_size")} if "block_size" in seed_config else {})}
+    engine_kw = dict(ENGINE_KW)
+    if "block_size" in seed_config:  # the engine's KV block size, not a SEED setting
+        engine_kw["block_size"] = seed_config.pop("block_size")
     llm = LLM(
         model=str(TARGET_DIR), **engine_kw,
         **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), depth, num_drafters=2, adaptive=False, **seed_config),
