@@ -52,6 +52,32 @@ def scheduler_base():
     return Scheduler
 
 
+class _SameDraftLength:
+    """vLLM's per-batch-size draft-length table (dynamic SD) with the
+    configured length at every batch size."""
+
+    def __init__(self, num_spec_tokens: int):
+        self.num_spec_tokens = num_spec_tokens
+
+    def __getitem__(self, batch_size: int) -> int:
+        return self.num_spec_tokens
+
+
+def disable_placeholder_drafts(scheduler) -> None:
+    """Keep vLLM's scheduler from giving a new request placeholder drafts.
+
+    ``Scheduler.schedule`` pads a waiting request with one token left to
+    compute (a prompt cached but for its last token, a resumed request) to
+    1 + num_spec_tokens tokens with -1 "drafts", for uniform CUDA-graph
+    batches, unless a dynamic-SD table is set. SEED's drafts come from its
+    rounds alone: a placeholder would reach the worker as a draft without q
+    (tree verification fails the step at T > 0) and count in acceptance. A
+    table of the configured length turns the padding off and leaves the draft
+    length vLLM schedules as it was."""
+    if scheduler.dynamic_sd_lookup is None:
+        scheduler.dynamic_sd_lookup = _SameDraftLength(scheduler.num_spec_tokens)
+
+
 def worker_bases():
     """(CPU worker, GPU worker) base classes of this vLLM build."""
     from vllm.v1.worker.gpu_worker import Worker

@@ -36,6 +36,7 @@ class SeedScheduler(Scheduler):
 
     def __init__(self, vllm_config, *args, **kwargs):
         super().__init__(vllm_config, *args, **kwargs)
+        _vllm_compat.disable_placeholder_drafts(self)
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
         self.draft_max_len = min(self.max_model_len, draft_context_len(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)

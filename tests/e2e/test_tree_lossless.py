@@ -45,6 +45,7 @@ def test_tree_is_lossless(name, plain_greedy, plain_samples, tmp_path):
     result = json.loads(out.read_text())
     assert result["greedy"] == plain_greedy
     assert result["greedy_mixed"] == plain_greedy
+    assert all(len(tokens) == 8 for tokens in result["cached_but_last_token"])
     counters = result["counters"]
     drafted = counters["vllm:spec_decode_num_draft_tokens"]
     accepted = counters["vllm:spec_decode_num_accepted_tokens"]

@@ -12,6 +12,20 @@ import sys
 
 NUM_SAMPLES = 400
 
+
+def cached_but_last_token(llm) -> list[list[int]]:
+    """T=1 replies to a prompt whose KV blocks are cached but for its last
+    token: vLLM pads such a request with placeholder drafts unless the
+    scheduler turns that off (a tree draft without q fails the step)."""
+    from vllm import SamplingParams
+
+    block = llm.llm_engine.vllm_config.cache_config.block_size
+    prompt = {"prompt_token_ids": list(range(100, 101 + block))}
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=1)
+    llm.generate([prompt], params, use_tqdm=False)  # caches its full block
+    return [list(o.outputs[0].token_ids) for o in llm.generate([prompt, prompt], params, use_tqdm=False)]
+
+
 if __name__ == "__main__":
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
@@ -34,6 +48,7 @@ if __name__ == "__main__":
     result = {
         "greedy": greedy(llm, prompts, lengths),
         "greedy_mixed": greedy(llm, prompts, lengths, extra=gsm8k_prompts(6)),
+        "cached_but_last_token": cached_but_last_token(llm),
         "samples": {str(t): sample_tokens(llm, t, NUM_SAMPLES, seed0=100_000) for t in temperatures},
         "counters": spec_counters(llm),
     }

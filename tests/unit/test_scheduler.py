@@ -207,6 +207,25 @@ def test_held_branches_count_against_max_num_seqs(random_llama_dir):
     assert len(sched.running) == 3
 
 
+def test_a_prompt_cached_but_for_its_last_token_gets_no_placeholder_draft(sched):
+    # vLLM pads such a request to 1 + k tokens with -1 drafts; SEED verifies its own drafts only
+    # (a placeholder tree draft has no q: at T > 0 it failed the engine step).
+    from vllm.sampling_params import SamplingParams
+    from vllm.utils.hashing import sha256
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.request import Request
+
+    init_none_hash(sha256)
+    hasher = get_request_block_hasher(BLOCK, sha256)
+    prompt = list(range(1, BLOCK + 2))  # one full block, cached once "a" has run, + 1 token
+    for rid in ("a", "b"):
+        sched.add_request(Request(rid, prompt, SamplingParams(max_tokens=50, temperature=1.0), None,
+                                  block_hasher=hasher))
+        out = step(sched, {})
+    assert out.num_scheduled_tokens == {"b": 1}  # the cached block is not recomputed
+    assert out.scheduled_spec_decode_tokens == {}
+
+
 def test_token_budget_takes_the_queue_head_and_requeues_the_rest(random_llama_dir):
     sched = make_scheduler(random_llama_dir, budget=24)
     for rid in ("a", "b"):
