@@ -45,8 +45,13 @@ few noisy rounds, near 1 drafting and not are worth the same, and a wrong
 pause costs at least the minimum backoff of plain steps, while a loss the
 branches do not see is the gate's to catch (below). A new branch is judged by
 everyone's measurements (a ToT node's siblings need not each pay for learning
-that drafting does not pay), but pauses at most the minimum backoff before its
-own probe, so a changed load is noticed.
+that drafting does not pay), and pauses as long as the last branch whose own
+probe did not pay at its load pauses next (``backoff`` by load range), while
+that pause lasts: each probe costs the branch a step held back for its draft,
+and under load every reply would otherwise pay for its own climb from the
+minimum backoff. Once it is over, or after a probe there that pays, a new
+branch pauses the minimum backoff again, so probes go on at every load and a
+change is noticed.
 
 A round's time depends on the load: with more branches the drafter drafts for
 more of them and the verify step carries more tokens. So round times, a
@@ -108,6 +113,10 @@ class _Branch:
     probe: bool = False  # the pause is over: draft one round whatever the estimate
     backoff: int = _MIN_BACKOFF
 
+    def measured_at(self, load: int) -> bool:
+        """Whether it has a round of its own at this load range."""
+        return self.round_s is not None and self.round_range == load
+
 
 def _ema(old: float | None, sample: float) -> float:
     return sample if old is None else (1 - _EMA) * old + _EMA * sample
@@ -163,11 +172,15 @@ class AdaptiveSpeculation:
         self.window = 0  # steps left in a plain window; 0: none
         self.window_samples = 0
         self.gates: dict[int, Gate] = {}  # by load_range
+        # By load_range: (a new branch's first pause, until which engine step).
+        self.backoff: dict[int, tuple[int, int]] = {}
+        self.step = 0  # engine steps so far
 
     def tick(self) -> None:
         """Once per engine step: count shut gates down; open a plain window
         when the measurement of plain decoding is stale, close it once it has
         its samples."""
+        self.step += 1
         self.since_plain += 1
         for gate in self.gates.values():
             gate.tick()
@@ -263,8 +276,7 @@ class AdaptiveSpeculation:
         everyone's."""
         b = self.branches.get(req_id)
         load = load_range(num_decoding)
-        own = b is not None and b.round_s is not None and b.round_range == load
-        round_s = b.round_s if own else self.round_s.get(load)
+        round_s = b.round_s if b is not None and b.measured_at(load) else self.round_s.get(load)
         plain_s = self.plain.predict(num_decoding) or self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
@@ -298,10 +310,18 @@ class AdaptiveSpeculation:
             b.probe = False
             return True
         gain = self.gain(req_id, num_decoding)
+        load = load_range(num_decoding)
+        own = b.measured_at(load)
         if gain is None or gain >= _PAUSE_BELOW:
             if gain is not None:
                 b.backoff = _MIN_BACKOFF
+                if own:
+                    self.backoff.pop(load, None)
             return True
+        if own:
+            self.backoff[load] = (b.backoff, self.step + b.backoff)
+        elif (learned := self.backoff.get(load)) and self.step < learned[1]:
+            b.backoff = max(b.backoff, learned[0])
         b.paused_steps = b.backoff - 1
         b.backoff = min(2 * b.backoff, _MAX_BACKOFF)
         b.round_s = None  # the probe round measures afresh

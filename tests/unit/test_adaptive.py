@@ -180,6 +180,39 @@ def test_new_branches_start_from_what_the_others_measured():
     assert decisions == [False] * _MIN_BACKOFF + [True]
 
 
+def test_new_branches_pause_as_long_as_a_vain_probe_at_their_load_while_that_lasts():
+    """Under load each reply would otherwise climb the backoff from the minimum,
+    a probe (a step held back for its draft) per doubling."""
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)
+    while not ad.should_draft("a", 1):  # paused the minimum backoff, then probes
+        pass
+    rounds(ad, clock, "a", accepted=0, round_s=0.015, n=1)  # in vain: "a" pauses 2 x minimum
+    assert not ad.should_draft("a", 1)
+    decisions = [ad.should_draft("new", 1) for _ in range(2 * _MIN_BACKOFF + 1)]
+    assert decisions == [False] * (2 * _MIN_BACKOFF) + [True]  # so does a new branch
+    assert ad.should_draft("new", 2) is True  # another load range has learned nothing
+    ad.step += 2 * _MIN_BACKOFF  # that pause is over: back to the minimum, probes go on
+    decisions = [ad.should_draft("later", 1) for _ in range(_MIN_BACKOFF + 1)]
+    assert decisions == [False] * _MIN_BACKOFF + [True]
+
+
+def test_a_probe_that_pays_lets_new_branches_probe_soon_again():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)
+    while not ad.should_draft("a", 1):
+        pass
+    rounds(ad, clock, "a", accepted=0, round_s=0.015, n=1)
+    assert not ad.should_draft("a", 1)
+    while not ad.should_draft("a", 1):
+        pass
+    rounds(ad, clock, "a", accepted=3, round_s=0.006, n=6)  # now it pays
+    assert ad.should_draft("a", 1)
+    rounds(ad, clock, "b", accepted=0, round_s=0.03, n=10)  # everyone's rounds pay no more
+    decisions = [ad.should_draft("new", 1) for _ in range(_MIN_BACKOFF + 1)]
+    assert decisions == [False] * _MIN_BACKOFF + [True]  # not 2 x minimum: "a" paid since
+
+
 def test_rounds_judge_only_the_load_they_were_measured_at():
     """Rounds at 3 branches (the drafter drafts for all three, the verify step
     carries 12 tokens) say nothing about one branch alone: there a branch
