@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,9 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import machine_info
+from _servers import PAIRS
+
 REPO = Path(__file__).resolve().parent.parent
-PAIRS = {"smollm2": REPO / "benchmarks" / "models" / "smollm2" / "target",
-         "tiny": REPO / "benchmarks" / "models" / "target"}
 SPEEDUP = 1.6  # issue 8's bar
 
 
@@ -230,16 +230,17 @@ def main() -> None:
     if args.one_k is not None:  # a child: one engine, its samples to a file
         os.sched_setaffinity(0, {0})  # as the servers' worker: vLLM binds it to core 0,
         torch.set_num_threads(1)  # one thread (the executor here runs in this process)
-        args.one_k_out.write_text(json.dumps(measure(PAIRS[args.pair], args.one_k, batches, args)))
+        args.one_k_out.write_text(json.dumps(measure(PAIRS[args.pair].dir / "target", args.one_k, batches, args)))
         return
     import vllm
 
     samples = {k: run_child(k, args) for k in ks}
+    info = machine_info()
     result = {
         "question": "target step cost by tokens per branch: the ceiling of speculative decoding",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "model": PAIRS[args.pair].relative_to(REPO).as_posix(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "model": (PAIRS[args.pair].dir / "target").relative_to(REPO).as_posix(),
+        "machine": f"{info['cpu']}, {info['num_cores']} cores, {info['ram_gib']} GiB RAM",
         "vllm": vllm.__version__, "torch": torch.__version__,
         "prompt_len": args.prompt_len, "warmup_steps": args.warmup_steps, "steps": args.steps,
         "rows": summarise(samples),
