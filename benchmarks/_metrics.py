@@ -145,6 +145,7 @@ def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
     busy = sum(v for k, v in delta.items() if k.startswith("drafter_busy_seconds"))
     calls = delta.get("draft_jobs", 0.0)
     steps = delta.get("engine_steps", 0.0)
+    caught_up, dropped = delta.get("late_drafts_verified", 0.0), delta.get("late_drafts_dropped", 0.0)
     per_call = (lambda key: 1e3 * delta.get(key, 0.0) / calls) if calls else (lambda key: None)
     return {
         "wall_s": wall_s, "engine_steps": steps,
@@ -153,6 +154,11 @@ def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
         # Engine steps with speculation off: its gate shut, or a plain window (adaptive.py).
         "gate_shut_share": delta.get("gate_shut_steps", 0.0) / steps if steps else None,
         "plain_window_share": delta.get("plain_window_steps", 0.0) / steps if steps else None,
+        # Branches per engine step whose draft was late: decoding meanwhile, or held back
+        # (rounds.py); and the share of late drafts still verified once they landed.
+        "late_per_step": delta.get("late_branch_steps", 0.0) / steps if steps else None,
+        "held_per_step": delta.get("held_back_branch_steps", 0.0) / steps if steps else None,
+        "late_caught_up_share": caught_up / (caught_up + dropped) if caught_up + dropped else None,
         "drafter_busy_share": busy / wall_s, "draft_calls": calls,
         "ms_per_call": {"drafting": 1e3 * busy / calls if calls else None,
                         "transfer": per_call("draft_transfer_seconds"),

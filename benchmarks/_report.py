@@ -125,9 +125,10 @@ def profile_table(rows: list[dict]) -> str:
     """Where SEED's wall time went, per SEED row (summed over its repetitions)."""
     lines = ["| config | T | mode | engine steps (ms each) | "
              + " | ".join(title for _, title in PROFILE_COLUMNS)
-             + " | speculation off, share of steps: gate / plain window | drafter busy"
-             " | per drafter call: drafting / transfer / undelivered ms |",
-             "|---|---|---|---|" + "---|" * len(PROFILE_COLUMNS) + "---|---|---|"]
+             + " | speculation off, share of steps: gate / plain window"
+             " | late branches per step: decoding meanwhile / held back | late drafts caught up"
+             " | drafter busy | per drafter call: drafting / transfer / undelivered ms |",
+             "|---|---|---|---|" + "---|" * len(PROFILE_COLUMNS) + "---|---|---|---|---|"]
     for r in rows:
         p = r.get("seed_profile")
         if not p or not p["engine_steps"]:
@@ -138,6 +139,8 @@ def profile_table(rows: list[dict]) -> str:
             f"| {p['engine_steps']:.0f} ({_fmt(p['ms_per_engine_step'], '.1f')}) | "
             + " | ".join(_fmt(p["shares"].get(key, 0.0), ".1%") for key, _ in PROFILE_COLUMNS)
             + f" | {_fmt(p.get('gate_shut_share'), '.0%')} / {_fmt(p.get('plain_window_share'), '.0%')}"
+            f" | {_fmt(p.get('late_per_step'), '.2f')} / {_fmt(p.get('held_per_step'), '.2f')}"
+            f" | {_fmt(p.get('late_caught_up_share'), '.0%')}"
             f" | {p['drafter_busy_share']:.0%} | {_fmt(call['drafting'], '.1f')} / "
             f"{_fmt(call['transfer'], '.2f')} / {_fmt(call['undelivered'], '.1f')} |")
     return "\n".join(lines) if len(lines) > 2 else ""

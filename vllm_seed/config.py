@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from vllm_seed.tree import TokenTree, token_tree
 
 HEAD_DTYPES = ("int8", "float32")  # the drafter's LM head precisions (draft_model.py)
+LATE_DRAFTS = ("decode", "hold")  # SeedConfig.late_drafts
 
 ADDITIONAL_CONFIG_KEY = "seed"
 
@@ -85,6 +86,18 @@ class SeedConfig:
     without (False: siblings are distinct tokens). Greedy drafts take the
     top-k distinct tokens either way."""
 
+    late_drafts: str | None = None
+    """What a branch does in a target step that runs before its draft has
+    landed (the step has other work: plain decodes, prefills, other drafts).
+    "decode": if the draft should land during that step (by its drafter's
+    recent call time and the target's measured step cost), the branch decodes
+    a plain token meanwhile, and the draft is then verified from the token
+    after it if it begins with that token (rounds.catch_up), else dropped; a
+    draft due later would be left behind, so its branch is held back. "hold":
+    the branch is held out of the step until its draft lands. Left out:
+    "decode" for chains, "hold" for token trees (the rest of a tree is not a
+    tree of the configured shape)."""
+
     def __post_init__(self) -> None:
         _require_int("num_speculative_tokens", self.num_speculative_tokens, 1, 16)
         _require_int("num_drafters", self.num_drafters, 1, max_drafters())
@@ -121,6 +134,15 @@ class SeedConfig:
                 TokenTree(k_config)
             except ValueError as e:
                 raise ValueError(f"seed config: {e}") from None
+        if self.late_drafts is None:
+            object.__setattr__(self, "late_drafts", "hold" if self.tree else "decode")
+        if self.late_drafts not in LATE_DRAFTS:
+            raise ValueError(f"seed config: late_drafts={self.late_drafts!r} must be one of {list(LATE_DRAFTS)}")
+        if self.late_drafts == "decode" and self.tree:
+            raise ValueError(
+                f"seed config: late_drafts='decode' needs chain drafts, not the token tree "
+                f"k_config={list(k_config)}; use 'hold' or leave it out"
+            )
         if k_config and len(k_config) != self.num_speculative_tokens:
             raise ValueError(
                 f"seed config: k_config={list(k_config)} has depth {len(k_config)} "

@@ -103,14 +103,24 @@ class DrafterPool:
         """Seconds until every in-flight draft job should have finished, by its
         drafter's recent submit-to-finish time; None if none is in flight or a
         drafter is not measured yet."""
-        now = time.monotonic()
-        left = [
-            self.call_s[drafter] - (now - submitted_at) if drafter in self.call_s else None
-            for drafter, submitted_at, _ in self.in_flight.values()
-        ]
+        left = [self.time_left(drafter) for drafter, _, _ in self.in_flight.values()]
         if not left or None in left:
             return None
-        return max(0.0, *left)
+        return max(left)
+
+    def time_left(self, drafter: int) -> float | None:
+        """Seconds until ``drafter``'s in-flight jobs should have finished, by
+        its recent submit-to-finish time (0 if it has none); None if it is not
+        measured yet."""
+        if drafter not in self.call_s:
+            return None
+        now = time.monotonic()
+        return max([0.0] + [self.call_s[drafter] - (now - submitted_at)
+                            for d, submitted_at, _ in self.in_flight.values() if d == drafter])
+
+    def call_time(self, drafter: int) -> float | None:
+        """``drafter``'s recent submit-to-finish seconds; None if not measured yet."""
+        return self.call_s.get(drafter)
 
     def free(self, drafter: int, req_ids: list[str]) -> None:
         self.actors[drafter].free.remote(req_ids)

@@ -3,7 +3,7 @@
 vLLM's own ``vllm:spec_decode_*`` counters already count SEED's drafts (they
 flow through ``scheduled_spec_decode_tokens``). SEED adds, as ``vllm_seed:*``:
 queue wait, round size (drafts verified per target step), held-back
-branch-steps, blocked wait (target idle, waiting for a draft), plain
+branch-steps, late branch-steps and what became of their drafts, blocked wait (target idle, waiting for a draft), plain
 fallbacks, per-drafter busy time, and a profile: drafter calls' transfer
 and delivery time, and the engine core's wall time by phase (PHASES). The scheduler lives in the engine-core
 process and ``/metrics`` is served by the API server process, so the
@@ -31,6 +31,9 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "drafts_verified": ("vllm_seed:drafts_verified", "Drafts verified by the target."),
     "target_steps_with_drafts": ("vllm_seed:verify_steps", "Target steps that verified at least one draft."),
     "held_back_steps": ("vllm_seed:held_back_branch_steps", "Branch-steps held back waiting for a draft."),
+    "late_steps": ("vllm_seed:late_branch_steps", "Branch-steps decoded plainly while the branch's draft was in flight."),
+    "late_drafts_verified": ("vllm_seed:late_drafts_verified", "Drafts verified after their branch decoded meanwhile: they began with its tokens."),
+    "late_drafts_dropped": ("vllm_seed:late_drafts_dropped", "Late drafts dropped: they did not begin with what their branch decoded meanwhile."),
     "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
     "paused_steps": ("vllm_seed:paused_branch_steps", "Branch-steps decoded plainly because drafting did not pay."),
     "gate_shut_steps": ("vllm_seed:gate_shut_steps", "Engine steps with speculation off at their load: it lost to plain decoding."),
@@ -91,6 +94,8 @@ def summary_line(snap: dict) -> str:
         f"round size {snap['drafts_verified'] / steps:.2f} drafts/step, "
         f"queue wait {1000 * snap['queue_wait_s'] / drafts:.2f} ms/draft, "
         f"held back {snap['held_back_steps']} branch-steps, "
+        f"late {snap['late_steps']} branch-steps ({snap['late_drafts_verified']} drafts caught up, "
+        f"{snap['late_drafts_dropped']} dropped), "
         f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
         f"paused {snap['paused_steps']} branch-steps, gate shut {snap['gate_shut_steps']} steps, "
         f"fallbacks {snap['plain_fallbacks']}, restarts {snap['drafter_restarts']}"

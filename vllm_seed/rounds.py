@@ -15,8 +15,14 @@ Vocabulary (used everywhere in vllm-seed):
   Every target step verifies the drafts queued so far, in queue order, under
   vLLM's token budget, so drafting of some branches overlaps the target's
   verification of others.
-- **held back**: a decoding branch whose draft is not ready is left out of the
-  target step (it keeps its KV blocks) instead of decoding one plain token.
+- **late draft**: a draft still in flight when a target step runs that has
+  other work to do. If it should land during the step (chain drafts, the
+  default), its branch decodes a plain token meanwhile, and the draft is
+  then verified from the token after the ones decoded meanwhile if it begins
+  with them (``catch_up``), else dropped. Otherwise the branch is **held
+  back**: left out of the step (it keeps its KV blocks) until its draft
+  lands. When no step has work without the drafts in flight, the scheduler
+  blocks on the next draft.
 - **accepted / recovered / bonus tokens**: as in vLLM's rejection sampler:
   accepted draft tokens, the token sampled from the residual at the first
   rejection, and the extra target token when all L are accepted.
@@ -55,6 +61,9 @@ class RoundStats:
     drafts_verified: int = 0
     target_steps_with_drafts: int = 0
     held_back_steps: int = 0
+    late_steps: int = 0  # branch-steps decoded plainly while the branch's draft was in flight
+    late_drafts_verified: int = 0  # drafts verified after their branch decoded meanwhile
+    late_drafts_dropped: int = 0  # late drafts that did not begin with what was decoded meanwhile
     plain_fallbacks: int = 0
     paused_steps: int = 0
     gate_shut_steps: int = 0  # engine steps with speculation off at their load (adaptive.py)
@@ -75,6 +84,27 @@ class RoundStats:
 
     def add_phase(self, name: str, seconds: float) -> None:
         self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
+
+
+def catch_up(draft: Draft, token_ids, max_tokens: int) -> Draft | None:
+    """The part of a chain draft to verify for its branch, now ``token_ids``
+    (prompt and output): the draft less the tokens the branch decoded since it
+    was drafted, if they are its first tokens, and at most ``max_tokens``;
+    None if they are not, or nothing is left.
+
+    Lossless: draft token i was drawn from q given the tokens before it, so
+    given that its first tokens equal the ones decoded meanwhile, the rest
+    is a draft drawn from q for the branch as it is now."""
+    ahead = len(token_ids) - draft.num_context
+    if not 0 <= ahead < len(draft.token_ids):
+        return None
+    if list(token_ids[draft.num_context:]) != draft.token_ids[:ahead]:
+        return None
+    if ahead == 0 and len(draft.token_ids) <= max_tokens:
+        return draft
+    end = ahead + max_tokens
+    probs = None if draft.probs is None else draft.probs[ahead:end]
+    return Draft(draft.req_id, len(token_ids), draft.token_ids[ahead:end], probs)
 
 
 class SeedRounds:

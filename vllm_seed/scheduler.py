@@ -1,11 +1,12 @@
 """SeedScheduler: vLLM's scheduler with SEED rounds (see rounds.py).
 
 Each engine step: admit finished drafts to the verify queue (FCFS), give the
-verify-queue branches their draft tokens, hold back branches still drafting,
-and let vLLM's scheduler build the batch (prefills, plain decodes, and the
-drafts to verify) under its token budget. After the step, verified branches
-are sent straight back to their drafters. When every branch is waiting for a
-draft, it blocks on the next one instead of spinning empty steps.
+verify-queue branches their draft tokens, let branches still drafting decode
+a plain token meanwhile if their drafts land during the step, else hold them
+back (``late_drafts``), and let vLLM's scheduler build the batch (prefills,
+plain decodes, and the drafts to verify) under its token budget. After the step, verified branches are sent
+straight back to their drafters. When every branch is waiting for a draft,
+it blocks on the next one instead of spinning empty steps.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from vllm_seed.drafter_pool import DrafterPool, default_draft_cpus
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
-from vllm_seed.rounds import SeedRounds, State
+from vllm_seed.rounds import SeedRounds, State, catch_up
 from vllm_seed.step_meter import StepMeter
 from vllm_seed.tree_verify import tree_unsupported_reason
 
@@ -40,6 +41,7 @@ class SeedScheduler(Scheduler):
         self.seed_config = SeedConfig.from_dict(vllm_config.additional_config[ADDITIONAL_CONFIG_KEY])
         self.draft_max_len = min(self.max_model_len, draft_context_len(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
+        self.late_decode = self.seed_config.late_drafts == "decode"
         tree = self.seed_config.tree
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
@@ -90,6 +92,9 @@ class SeedScheduler(Scheduler):
         if held and not self._can_admit():
             verify, held = self._wait_for_drafts(decoding, verify, held)
         drafts = self._inject(verify, held)
+        late = [rid for rid in held if self._lands_during_step(rid, len(decoding))]
+        if late:  # their drafts still serve after the token they decode meanwhile
+            held = [rid for rid in held if rid not in late]
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
         out.seed_draft_probs = {
@@ -98,6 +103,7 @@ class SeedScheduler(Scheduler):
             if rid in drafts and drafts[rid].probs is not None
         }
         stats.held_back_steps += len(held)
+        stats.late_steps += sum(1 for rid in late if rid in out.num_scheduled_tokens)
         if out.scheduled_spec_decode_tokens:
             stats.target_steps_with_drafts += 1
             stats.drafts_verified += len(out.scheduled_spec_decode_tokens)
@@ -149,17 +155,29 @@ class SeedScheduler(Scheduler):
         super().shutdown()
 
     def _inject(self, verify: list[str], held: list[str]) -> dict:
-        drafts = {}
+        drafts, stale = {}, []
+        stats = self.rounds.stats
         for rid in verify:
             draft = self.rounds.take(rid)
             request = self.requests[rid]
-            if draft.num_context != request.num_tokens:  # stale: draft again
-                self.rounds.drop(rid)
-                self._dispatch([rid])
-                held.append(rid)
+            late = request.num_tokens > draft.num_context  # it decoded meanwhile
+            if self.tree is None:
+                draft = catch_up(draft, request.all_token_ids, self.seed_config.num_speculative_tokens)
+            elif late:
+                draft = None
+            if late:
+                stats.late_drafts_verified += draft is not None
+                stats.late_drafts_dropped += draft is None
+            if draft is None:
+                stale.append(rid)
                 continue
             request.spec_token_ids = list(draft.token_ids)
             drafts[rid] = draft
+        if stale:  # draft again, one job per drafter
+            for rid in stale:
+                self.rounds.drop(rid)
+            self._dispatch(stale)
+            held.extend(rid for rid in stale if self.rounds.branches[rid].state is State.DRAFTING)
         return drafts
 
     def _schedule_without(self, held: list[str], verify: list[str], *args, **kwargs):
@@ -206,7 +224,7 @@ class SeedScheduler(Scheduler):
 
         Nothing else to run: wait for the first draft (max_wait_ms at most).
         Only ready drafts to verify: each target step pays a fixed cost, so
-        verifying them now and the held ones a step later costs that fixed
+        verifying them now and the late ones a step later costs that fixed
         cost again; waiting costs less if the held drafts land sooner (on CPU
         a step's fixed cost is ~45 ms and a draft call ~20 ms). Plain decodes
         or prefills to run: the step now does real work; no wait."""
@@ -225,7 +243,7 @@ class SeedScheduler(Scheduler):
         return verify, held
 
     def _dispatch(self, req_ids: list[str], num_decoding: int | None = None) -> None:
-        k = self.seed_config.num_speculative_tokens
+        k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
         if num_decoding is None:
             num_decoding = self._num_decoding()
         for rid in req_ids:
@@ -236,16 +254,46 @@ class SeedScheduler(Scheduler):
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
             elif not self.adaptive.should_draft(rid, num_decoding):
                 self.rounds.pause(rid)
-        for drafter, rids in self.rounds.to_dispatch(req_ids, self.pool.down).items():
-            self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding) for rid in rids])
+        jobs = self.rounds.to_dispatch(req_ids, self.pool.down)
+        dispatched = {rid for rids in jobs.values() for rid in rids}
+        for drafter, rids in jobs.items():
+            lag = self._late_tokens(drafter, dispatched, num_decoding)
+            self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding, lag) for rid in rids])
 
-    def _job(self, request, num_decoding: int) -> DraftJob:
+    def _lands_during_step(self, rid: str, num_decoding: int) -> bool:
+        """Whether ``rid``'s draft should land before a target step starting
+        now ends (late_drafts "decode"): then its branch decodes a token
+        meanwhile, and the draft still serves after it (rounds.catch_up).
+        A draft due later would be left behind by the branch's plain tokens:
+        the branch is held back for it instead. The step is at least a plain
+        one of the decoding branches (the target's step-cost fit)."""
+        if not self.late_decode:
+            return False
+        left = self.pool.time_left(self.rounds.branches[rid].drafter)
+        step_s = self.adaptive.steps.predict(num_decoding)
+        return left is not None and step_s is not None and left <= step_s
+
+    def _late_tokens(self, drafter: int, dispatched: set[str], num_decoding: int) -> int:
+        """Tokens the branches sent to ``drafter`` now will likely decode
+        meanwhile (``_lands_during_step``), drafted on top of their draft
+        length so that as many are left to verify once they have caught up:
+        none if the next step waits for the drafts sent now (each running
+        branch is among them and no request waits to be admitted), or if the
+        drafter's recent call takes longer than a step; else one."""
+        if not self.late_decode:
+            return 0
+        if not self._can_admit() and all(r.request_id in dispatched for r in self.running):
+            return 0
+        call_s, step_s = self.pool.call_time(drafter), self.adaptive.steps.predict(num_decoding)
+        return int(call_s is not None and step_s is not None and call_s <= step_s)
+
+    def _job(self, request, num_decoding: int, lag: int = 0) -> DraftJob:
         params = request.sampling_params
         temperature = params.temperature if params.temperature >= _SAMPLING_EPS else 0.0
         config = self.seed_config
         return DraftJob(
             request.request_id, list(request.all_token_ids),
-            self.adaptive.draft_length(request.request_id, num_decoding), temperature, params.seed,
+            self.adaptive.draft_length(request.request_id, num_decoding) + lag, temperature, params.seed,
             k_config=config.k_config if self.tree else (), replacement=config.replacement,
         )
 

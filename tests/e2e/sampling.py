@@ -88,11 +88,11 @@ def greedy_workload(n: int = 30) -> tuple[list[str], list[int]]:
     return prompts, [8 + 9 * (i % 8) for i in range(n)]
 
 
-def sample_tokens(llm, temperature: float, n: int, seed0: int) -> list[list[int]]:
+def sample_tokens(llm, temperature: float, n: int, seed0: int, tokens: int = DIST_TOKENS) -> list[list[int]]:
     from vllm import SamplingParams
 
     params = [
-        SamplingParams(temperature=temperature, max_tokens=DIST_TOKENS, seed=seed0 + i, ignore_eos=True)
+        SamplingParams(temperature=temperature, max_tokens=tokens, seed=seed0 + i, ignore_eos=True)
         for i in range(n)
     ]
     outs = llm.generate([DIST_PROMPT] * n, params, use_tqdm=False)

@@ -31,11 +31,12 @@ def test_config_names():
     assert list(CONFIGS) == ["plain", "sd-k1", "sd-k2", "sd-k3", "sd-k4",
                              "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed",
                              "seed-d1-k1", "seed-d1-k2", "seed-d1-k4", "seed-d1-k1-fixed", "seed-d1-f32head",
-                             "seed-d1-fixedlen",
+                             "seed-d1-fixedlen", "seed-d1-hold",
                              "seed-d1-poll",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
-                             "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32"]
+                             "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
+                             "seed-d1-hold-b32"]
 
 
 def test_b32_configs_add_the_block_size():
@@ -151,15 +152,18 @@ def test_profile_table_sums_seed_counters_over_repetitions():
         rec["seed"] = {"engine_steps": 50.0, "draft_jobs": 10.0, "blocked_wait_seconds": 0.5,
                        "draft_transfer_seconds": 0.01, "draft_undelivered_seconds": 0.02,
                        "drafter_busy_seconds{drafter=0}": 1.0, "gate_shut_steps": 15.0,
+                       "late_branch_steps": 20.0, "held_back_branch_steps": 5.0,
+                       "late_drafts_verified": 3.0, "late_drafts_dropped": 1.0,
                        "engine_phase_seconds{phase=target_verify}": 2.0}
         records.append(rec)
     rows = build_rows(records, order, {})
     assert rows[0]["seed_profile"] is None
     assert rows[1]["seed_profile"]["engine_steps"] == 100.0
     line = profile_table(rows).splitlines()[2]
-    # 4 s of verify steps and 1 s blocked in 10 s; drafter busy 2 s; per call 100/1/2 ms.
+    # 4 s of verify steps and 1 s blocked in 10 s; 40 late and 10 held branch-steps in 100
+    # steps, 6 of 8 late drafts caught up; drafter busy 2 s; per call 100/1/2 ms.
     assert line.startswith("| seed-d1 | 0 | latency | 100 (50.0) | 0.0% | 0.0% | 10.0% | 40.0% |")
-    assert line.endswith("| 50.0% | 30% / 0% | 20% | 100.0 / 1.00 / 2.0 |")
+    assert line.endswith("| 50.0% | 30% / 0% | 0.40 / 0.10 | 75% | 20% | 100.0 / 1.00 / 2.0 |")
 
 
 def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):

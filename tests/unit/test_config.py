@@ -37,12 +37,22 @@ def test_defaults_round_trip(random_llama_dir):
         ({"adaptive": "yes"}, "adaptive='yes' must be true or false"),
         ({"draft_head": "fp16"}, "draft_head='fp16' must be one of ['int8', 'float32']"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
+        ({"late_drafts": "wait"}, "late_drafts='wait' must be one of ['decode', 'hold']"),
+        ({"k_config": [2, 2, 1], "late_drafts": "decode"},
+         "late_drafts='decode' needs chain drafts, not the token tree k_config=[2, 2, 1]"),
     ],
 )
 def test_bad_values_are_named(random_llama_dir, kw, message):
     with pytest.raises(ValueError) as e:
         config(random_llama_dir, **kw)
     assert message in str(e.value)
+
+
+def test_late_drafts_decode_meanwhile_in_chains_and_hold_in_trees(random_llama_dir):
+    assert config(random_llama_dir).late_drafts == "decode"
+    assert config(random_llama_dir, k_config=[1, 1, 1]).late_drafts == "decode"  # a chain
+    assert config(random_llama_dir, k_config=[2, 2, 1]).late_drafts == "hold"
+    assert config(random_llama_dir, late_drafts="hold").late_drafts == "hold"
 
 
 def test_missing_draft_dir_is_named(tmp_path):

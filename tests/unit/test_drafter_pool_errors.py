@@ -65,3 +65,14 @@ def test_time_to_land_is_when_the_last_in_flight_job_should_finish():
     assert pool.time_to_land() is None
     pool.in_flight = {"ref0": (0, now - 0.5, ["a"])}  # overdue
     assert pool.time_to_land() == 0
+
+
+def test_time_left_is_when_a_drafters_jobs_should_finish():
+    pool = DrafterPool.__new__(DrafterPool)  # no Ray: only the bookkeeping
+    now = time.monotonic()
+    pool.in_flight = {"ref0": (0, now - 0.010, ["a"]), "ref1": (0, now - 0.001, ["b"])}
+    pool.call_s = {0: 0.020, 1: 0.015}
+    assert pool.time_left(0) == pytest.approx(0.019, abs=0.004)  # its later job
+    assert pool.time_left(1) == 0  # nothing in flight
+    assert pool.call_time(1) == 0.015
+    assert pool.time_left(2) is None and pool.call_time(2) is None  # never measured

@@ -1,9 +1,10 @@
 """SeedRounds policy with fake drafter results and a fake clock."""
 
+import numpy as np
 import pytest
 
 from vllm_seed.messages import Draft, DraftBatch
-from vllm_seed.rounds import SeedRounds, State
+from vllm_seed.rounds import SeedRounds, State, catch_up
 
 
 class Clock:
@@ -133,3 +134,27 @@ def test_admit_splits_a_draft_calls_time_into_transfer_and_delivery():
     assert stats.draft_transfer_s == pytest.approx(0.49)  # 1.5 - 1.0 - 0.01
     assert stats.draft_undelivered_s == pytest.approx(0.5)  # done at 1.5, admitted at 2.0
     assert stats.drafter_busy_s == {0: pytest.approx(0.02)}
+
+
+def test_catch_up_verifies_the_rest_of_a_draft_that_begins_with_what_was_decoded_meanwhile():
+    q = np.arange(4, dtype=np.float32)[:, None] * np.ones((4, 5), dtype=np.float32)  # row i is all i
+    draft = Draft("a", 3, [7, 8, 9, 10], q)  # drafted from a 3-token context
+    assert catch_up(draft, [1, 2, 3], 4) is draft  # on time and short enough: as it is
+    on_time = catch_up(draft, [1, 2, 3], 3)  # trimmed to the verifiable length
+    assert (on_time.num_context, on_time.token_ids, on_time.probs[:, 0].tolist()) == (3, [7, 8, 9], [0, 1, 2])
+    one = catch_up(draft, [1, 2, 3, 7], 3)
+    assert (one.req_id, one.num_context, one.token_ids) == ("a", 4, [8, 9, 10])
+    assert one.probs[:, 0].tolist() == [1, 2, 3]  # each token keeps the q it was drawn from
+    two = catch_up(draft, [1, 2, 3, 7, 8], 1)
+    assert (two.num_context, two.token_ids, two.probs.shape) == (5, [9], (1, 5))
+    assert catch_up(Draft("a", 3, [7, 8], None), [1, 2, 3, 7], 3).probs is None  # greedy: no q
+
+
+@pytest.mark.parametrize("tokens", [
+    [1, 2, 3, 6],  # decoded meanwhile: not the draft's first token
+    [1, 2, 3, 7, 6],  # its first, not its second
+    [1, 2, 3, 7, 8, 9, 10],  # the whole draft: nothing left to verify
+    [1, 2],  # shorter than the draft's context (rolled back)
+])
+def test_catch_up_drops_a_draft_its_branch_has_left_behind(tokens):
+    assert catch_up(Draft("a", 3, [7, 8, 9, 10], None), tokens, 3) is None

@@ -13,7 +13,8 @@ class FakePool:
     def __init__(self):
         self.jobs, self.ready, self.failed, self.freed, self.timeouts = [], [], [], [], []
         self.later = []  # batches that land while the scheduler blocks
-        self.land = None  # time_to_land()
+        self.land = None  # time_to_land(), and every drafter's time_left()
+        self.call = None  # every drafter's call_time()
         self.busy = False  # drafting()
         self.down = set()
         self.restarts = 0
@@ -31,6 +32,12 @@ class FakePool:
 
     def time_to_land(self):
         return self.land
+
+    def time_left(self, drafter):
+        return self.land
+
+    def call_time(self, drafter):
+        return self.call
 
     def drafting(self):
         return self.busy
@@ -95,14 +102,14 @@ def step(sched, sampled: dict):
     return out
 
 
-def finish(pool, drafter, req_ids, at, probs=None):
-    drafts = []
+def finish(pool, drafter, req_ids, at, probs=None, tokens=(11, 12, 13)):
+    """The drafts of the last jobs of ``req_ids``: ``tokens``."""
+    drafts = {}
     for _, jobs in pool.jobs:
         for job in jobs:
             if job.req_id in req_ids:
-                q = None if probs is None else probs
-                drafts.append(Draft(job.req_id, len(job.token_ids), [11, 12, 13], q))
-    pool.ready.append(DraftBatch(drafter, drafts, at, 0.001))
+                drafts[job.req_id] = Draft(job.req_id, len(job.token_ids), list(tokens), probs)
+    pool.ready.append(DraftBatch(drafter, list(drafts.values()), at, 0.001))
 
 
 @pytest.fixture
@@ -110,7 +117,14 @@ def sched(random_llama_dir):
     return make_scheduler(random_llama_dir)
 
 
-def test_round_holds_back_verifies_fcfs_and_rolls_back(sched):
+@pytest.fixture
+def held_sched(random_llama_dir):
+    """Late drafts hold their branches back (late_drafts "hold")."""
+    return make_scheduler(random_llama_dir, late_drafts="hold")
+
+
+def test_round_holds_back_verifies_fcfs_and_rolls_back(held_sched):
+    sched = held_sched
     pool = sched.pool
     for rid, group in (("a", "g1"), ("b", "g1"), ("c", "g2")):
         add(sched, rid, group)
@@ -140,9 +154,10 @@ def test_round_holds_back_verifies_fcfs_and_rolls_back(sched):
     assert [j.token_ids for j in pool.jobs[-2][1]] == [[1, 2, 3, 7, 11, 99], [1, 2, 3, 7, 11, 12, 13, 14]]
 
 
-def test_engine_phases_partition_the_wall_time_of_the_steps(sched):
+def test_engine_phases_partition_the_wall_time_of_the_steps(held_sched):
     import time
 
+    sched = held_sched
     from vllm_seed.metrics import PHASES
 
     for rid in ("a", "b"):
@@ -187,16 +202,89 @@ def test_a_ready_draft_waits_for_drafts_that_land_within_a_step_fixed_cost(sched
 
 
 @pytest.mark.parametrize("land, paused", [(0.06, ()), (0.02, ("c",))])
-def test_no_wait_for_late_drafts_nor_with_plain_decodes_to_run(sched, land, paused):
+@pytest.mark.parametrize("late_drafts", ["decode", "hold"])
+def test_no_wait_for_late_drafts_nor_with_plain_decodes_to_run(random_llama_dir, land, paused, late_drafts):
+    sched = make_scheduler(random_llama_dir, late_drafts=late_drafts)
     two_drafting_branches(sched, land, paused)
     out = step(sched, {})
     assert list(out.scheduled_spec_decode_tokens) == ["a"]
-    assert out.num_scheduled_tokens == {"a": 4, **{rid: 1 for rid in paused}}
+    # b decodes meanwhile if its draft lands within a plain step of the decoding branches (51-54 ms).
+    late = {"b": 1} if late_drafts == "decode" and land < 0.05 else {}
+    assert out.num_scheduled_tokens == {"a": 4, **late, **{rid: 1 for rid in paused}}
     assert max(sched.pool.timeouts) == 0
+    stats = sched.rounds.stats
+    assert (stats.late_steps, stats.held_back_steps) == ((1, 0) if late else (0, 1))
+
+
+def measured(sched, call_s, left_s=None):
+    """A target step costs 45 ms + 3 ms per token; a drafter call ``call_s``, due in ``left_s``."""
+    for tokens in (2, 8, 2, 8, 2, 8):
+        sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
+    sched.pool.call, sched.pool.land = call_s, left_s
+
+
+def late_branch(sched, temperature=0.0):
+    """b drafts while a, paused, decodes plainly: the steps run without waiting
+    for b's draft, which lands within a step."""
+    measured(sched, call_s=0.02, left_s=0.01)
+    sched.adaptive.should_draft = lambda rid, num_decoding: rid != "a"
+    add(sched, "a", temperature=temperature)
+    add(sched, "b", temperature=temperature)
+    step(sched, {})  # prefill: both sample 7
+    return sched.pool.jobs[-1][1][0]
+
+
+def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(sched):
+    job = late_branch(sched, temperature=1.0)
+    assert (job.req_id, job.num_draft) == ("b", 4)  # 3, and 1 for the token decoded meanwhile
+    out = step(sched, {"b": [8]})  # b's draft is not ready: b decodes meanwhile
+    assert out.num_scheduled_tokens == {"a": 1, "b": 1}
+    q = np.arange(4, dtype=np.float32)[:, None] * np.ones((4, 8), dtype=np.float32)  # row i is all i
+    finish(sched.pool, 0, ["b"], at=1.0, probs=q, tokens=(8, 12, 13, 14))  # begins with that token
+    out = step(sched, {"b": [12, 13, 99]})
+    assert out.scheduled_spec_decode_tokens == {"b": [12, 13, 14]}
+    assert out.seed_draft_probs["b"][:, 0].tolist() == [1, 2, 3]  # the q of those three
+    assert list(sched.requests["b"].output_token_ids) == [7, 8, 12, 13, 99]
+    stats = sched.rounds.stats
+    assert (stats.late_steps, stats.late_drafts_verified, stats.late_drafts_dropped) == (1, 1, 0)
+    assert stats.held_back_steps == 0
+    # Verified: b drafts again at once, from its new context.
+    assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8, 12, 13, 99]
+
+
+def test_a_late_draft_that_does_not_begin_with_what_was_decoded_meanwhile_is_dropped(sched):
+    late_branch(sched)
+    step(sched, {"b": [8]})
+    finish(sched.pool, 0, ["b"], at=1.0, tokens=(9, 12, 13, 14))
+    out = step(sched, {})
+    assert out.scheduled_spec_decode_tokens == {}
+    assert out.num_scheduled_tokens == {"a": 1, "b": 1}  # b decodes meanwhile again
+    assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8]  # drafting from where it is
+    stats = sched.rounds.stats
+    assert (stats.late_steps, stats.late_drafts_verified, stats.late_drafts_dropped) == (2, 0, 1)
+
+
+@pytest.mark.parametrize("paused, late_drafts, call_s, num_draft", [
+    ((), "decode", 0.02, 3),  # every branch drafts: the next step waits for the drafts
+    (("a",), "decode", 0.02, 4),  # a decodes plainly: the next step runs, b decodes meanwhile
+    (("a",), "decode", 0.06, 3),  # ... but b's draft would land after it: b is held back
+    (("a",), "decode", None, 3),  # ... or the drafter is not measured yet
+    (("a",), "hold", 0.02, 3),  # b is held back
+])
+def test_drafts_are_one_token_longer_when_the_branch_will_decode_meanwhile(
+        random_llama_dir, paused, late_drafts, call_s, num_draft):
+    sched = make_scheduler(random_llama_dir, late_drafts=late_drafts)
+    measured(sched, call_s)  # a plain step of 2 branches: 51 ms
+    sched.adaptive.should_draft = lambda rid, num_decoding: rid not in paused
+    add(sched, "a")
+    add(sched, "b")
+    step(sched, {})
+    assert {job.req_id: job.num_draft for _, jobs in sched.pool.jobs for job in jobs} == {
+        rid: num_draft for rid in ("a", "b") if rid not in paused}
 
 
 def test_held_branches_count_against_max_num_seqs(random_llama_dir):
-    sched = make_scheduler(random_llama_dir, max_num_seqs=3)
+    sched = make_scheduler(random_llama_dir, max_num_seqs=3, late_drafts="hold")
     for rid in ("a", "b"):
         add(sched, rid)
     step(sched, {})
@@ -227,7 +315,7 @@ def test_a_prompt_cached_but_for_its_last_token_gets_no_placeholder_draft(sched)
 
 
 def test_token_budget_takes_the_queue_head_and_requeues_the_rest(random_llama_dir):
-    sched = make_scheduler(random_llama_dir, budget=24)
+    sched = make_scheduler(random_llama_dir, budget=24, late_drafts="hold")
     for rid in ("a", "b"):
         add(sched, rid, prompt=tuple(range(1, 11)))
     step(sched, {})
@@ -352,7 +440,8 @@ def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
 def test_a_branch_longer_than_the_draft_context_decodes_plainly(sched):
     from vllm_seed.rounds import State
 
-    sched.draft_max_len = 8  # room for 3 + 1 prompt/output tokens, not for 3 more drafted
+    # Room for 3 + 1 prompt/output tokens and 4 drafted (3, and 1 to decode meanwhile), not for 4 + 1.
+    sched.draft_max_len = 9
     add(sched, "long", prompt=(1, 2, 3, 4))
     add(sched, "short")
     step(sched, {})
