@@ -6,7 +6,8 @@ length L (the bonus token included):
     E(a, L) = (1 - a^(L+1)) / (1 - a)
 
 and lasts ``round_s``: from one verification of the branch to the next, so
-it includes the wait for the draft (held back), queueing and the verify step.
+it includes the wait for the draft (held back, or a plain step decoded
+meanwhile), queueing and the verify step.
 Decoding plainly yields 1 token per plain step, ``plain_step_s``. The gain
 
     gain = E(a, L) * plain_step_s / round_s
@@ -47,9 +48,10 @@ branches do not see is the gate's to catch (below). A new branch is judged by
 everyone's measurements (a ToT node's siblings need not each pay for learning
 that drafting does not pay), and pauses as long as the last branch whose own
 probe did not pay at its load pauses next (``backoff`` by load range), while
-that pause lasts: each probe costs the branch a step held back for its draft,
-and under load every reply would otherwise pay for its own climb from the
-minimum backoff. Once it is over, or after a probe there that pays, a new
+that pause lasts: each probe costs the branch a draft call and a verify step
+(and a step held back, if its draft lands after the step; rounds.py), and under
+load every reply would otherwise pay for its own climb from the minimum
+backoff. Once it is over, or after a probe there that pays, a new
 branch pauses the minimum backoff again, so probes go on at every load and a
 change is noticed.
 
@@ -238,6 +240,22 @@ class AdaptiveSpeculation:
                 b.round_range = load
                 self.round_s[load] = _ema(self.round_s.get(load), since)
         b.last_step_at = now
+
+    def late_draft(self, req_id: str, agreed: int) -> None:
+        """A draft of ``req_id`` landed after its branch decoded tokens
+        meanwhile (rounds.catch_up): ``agreed`` > 0 of them were its first
+        tokens, counted as accepted; 0: they were not, counted as a rejection.
+        At T=0 that is what verifying them would have found; at T > 0 a
+        sampled token agrees less often than a draft token is accepted, and
+        the rounds of a branch whose late drafts seldom agree yield little
+        beyond its plain tokens, so its acceptance, and gain, must say so."""
+        b = self.branches.setdefault(req_id, _Branch())
+        if agreed:
+            b.accepted += agreed
+            self.accepted += agreed
+        else:
+            b.rejected += 1
+            self.rejected += 1
 
     def drafted(self, seconds: float, forwards: int) -> None:
         """A drafter call of ``forwards`` batched forwards took ``seconds``. A

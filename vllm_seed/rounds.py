@@ -86,19 +86,24 @@ class RoundStats:
         self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
 
 
+def agrees(draft: Draft, token_ids) -> bool:
+    """Whether the tokens its branch, now ``token_ids`` (prompt and output),
+    decoded since ``draft`` was made are the draft's first tokens."""
+    ahead = len(token_ids) - draft.num_context
+    return 0 <= ahead <= len(draft.token_ids) and list(token_ids[draft.num_context:]) == draft.token_ids[:ahead]
+
+
 def catch_up(draft: Draft, token_ids, max_tokens: int) -> Draft | None:
-    """The part of a chain draft to verify for its branch, now ``token_ids``
-    (prompt and output): the draft less the tokens the branch decoded since it
-    was drafted, if they are its first tokens, and at most ``max_tokens``;
-    None if they are not, or nothing is left.
+    """The part of a chain draft to verify for its branch, now ``token_ids``:
+    the draft less the tokens the branch decoded since it was drafted, if they
+    are its first tokens (``agrees``), and at most ``max_tokens``; None if
+    they are not, or nothing is left.
 
     Lossless: draft token i was drawn from q given the tokens before it, so
     given that its first tokens equal the ones decoded meanwhile, the rest
     is a draft drawn from q for the branch as it is now."""
     ahead = len(token_ids) - draft.num_context
-    if not 0 <= ahead < len(draft.token_ids):
-        return None
-    if list(token_ids[draft.num_context:]) != draft.token_ids[:ahead]:
+    if ahead == len(draft.token_ids) or not agrees(draft, token_ids):
         return None
     if ahead == 0 and len(draft.token_ids) <= max_tokens:
         return draft

@@ -20,7 +20,7 @@ from vllm_seed.drafter_pool import DrafterPool, default_draft_cpus
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
-from vllm_seed.rounds import SeedRounds, State, catch_up
+from vllm_seed.rounds import SeedRounds, State, agrees, catch_up
 from vllm_seed.step_meter import StepMeter
 from vllm_seed.tree_verify import tree_unsupported_reason
 
@@ -160,12 +160,14 @@ class SeedScheduler(Scheduler):
         for rid in verify:
             draft = self.rounds.take(rid)
             request = self.requests[rid]
-            late = request.num_tokens > draft.num_context  # it decoded meanwhile
+            ahead = request.num_tokens - draft.num_context  # tokens it decoded meanwhile
+            if ahead and self.tree is None:  # the first draft tokens, as if accepted, or a rejection
+                self.adaptive.late_draft(rid, ahead if agrees(draft, request.all_token_ids) else 0)
             if self.tree is None:
                 draft = catch_up(draft, request.all_token_ids, self.seed_config.num_speculative_tokens)
-            elif late:
+            elif ahead:
                 draft = None
-            if late:
+            if ahead:
                 stats.late_drafts_verified += draft is not None
                 stats.late_drafts_dropped += draft is None
             if draft is None:

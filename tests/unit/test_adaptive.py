@@ -70,6 +70,19 @@ def test_nothing_is_decided_before_it_is_measured():
     assert ad.should_draft("a", 1)
 
 
+def test_late_drafts_that_seldom_agree_with_the_tokens_decoded_meanwhile_pause_their_branch():
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=2, round_s=0.010)  # its verified rounds pay
+    rounds(ad, clock, "b", accepted=2, round_s=0.010)
+    assert ad.gain("b", 1) > 1
+    ad.late_draft("a", 1)  # agreed: its first token counts as accepted
+    assert ad.acceptance("a") > ad.acceptance("b")
+    for _ in range(20):  # the late drafts of b do not agree: each is a rejection
+        ad.late_draft("b", 0)
+    assert ad.gain("b", 1) < _PAUSE_BELOW
+    assert not ad.should_draft("b", 1)
+
+
 def test_high_acceptance_and_cheap_drafts_keep_drafting():
     ad, clock = fitted()
     rounds(ad, clock, "a", accepted=3, round_s=0.015)  # E ~ 3.6 tokens per 15 ms vs 6 ms plain

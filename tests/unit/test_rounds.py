@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vllm_seed.messages import Draft, DraftBatch
-from vllm_seed.rounds import SeedRounds, State, catch_up
+from vllm_seed.rounds import SeedRounds, State, agrees, catch_up
 
 
 class Clock:
@@ -157,4 +157,6 @@ def test_catch_up_verifies_the_rest_of_a_draft_that_begins_with_what_was_decoded
     [1, 2],  # shorter than the draft's context (rolled back)
 ])
 def test_catch_up_drops_a_draft_its_branch_has_left_behind(tokens):
-    assert catch_up(Draft("a", 3, [7, 8, 9, 10], None), tokens, 3) is None
+    draft = Draft("a", 3, [7, 8, 9, 10], None)
+    assert catch_up(draft, tokens, 3) is None
+    assert agrees(draft, tokens) == (tokens == [1, 2, 3, 7, 8, 9, 10])  # only that one agreed

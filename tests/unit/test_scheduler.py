@@ -248,6 +248,8 @@ def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(sch
     stats = sched.rounds.stats
     assert (stats.late_steps, stats.late_drafts_verified, stats.late_drafts_dropped) == (1, 1, 0)
     assert stats.held_back_steps == 0
+    b = sched.adaptive.branches["b"]  # the agreed token, as if accepted, and the verdict on the rest
+    assert (b.accepted, b.rejected) == (1 + 2, 1)
     # Verified: b drafts again at once, from its new context.
     assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8, 12, 13, 99]
 
@@ -262,6 +264,8 @@ def test_a_late_draft_that_does_not_begin_with_what_was_decoded_meanwhile_is_dro
     assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8]  # drafting from where it is
     stats = sched.rounds.stats
     assert (stats.late_steps, stats.late_drafts_verified, stats.late_drafts_dropped) == (2, 0, 1)
+    b = sched.adaptive.branches["b"]
+    assert (b.accepted, b.rejected) == (0, 1)  # it did not agree: a rejection
 
 
 @pytest.mark.parametrize("paused, late_drafts, call_s, num_draft", [
