@@ -3,7 +3,8 @@
 vLLM's own ``vllm:spec_decode_*`` counters already count SEED's drafts (they
 flow through ``scheduled_spec_decode_tokens``). SEED adds, as ``vllm_seed:*``:
 queue wait, round size (drafts verified per target step), held-back
-branch-steps, late branch-steps and what became of their drafts, blocked wait (target idle, waiting for a draft), plain
+branch-steps, late branch-steps and what became of their drafts, blocked
+wait (target idle, waiting for a draft), plain
 fallbacks, per-drafter busy time, and a profile: drafter calls' transfer
 and delivery time, and the engine core's wall time by phase (PHASES). The scheduler lives in the engine-core
 process and ``/metrics`` is served by the API server process, so the

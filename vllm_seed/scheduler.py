@@ -4,9 +4,10 @@ Each engine step: admit finished drafts to the verify queue (FCFS), give the
 verify-queue branches their draft tokens, let branches still drafting decode
 a plain token meanwhile if their drafts land during the step, else hold them
 back (``late_drafts``), and let vLLM's scheduler build the batch (prefills,
-plain decodes, and the drafts to verify) under its token budget. After the step, verified branches are sent
-straight back to their drafters. When every branch is waiting for a draft,
-it blocks on the next one instead of spinning empty steps.
+plain decodes, and the drafts to verify) under its token budget. After the
+step, verified branches are sent straight back to their drafters. When every
+branch is waiting for a draft, it blocks on the next one instead of spinning
+empty steps.
 """
 
 from __future__ import annotations
@@ -161,11 +162,11 @@ class SeedScheduler(Scheduler):
             draft = self.rounds.take(rid)
             request = self.requests[rid]
             ahead = request.num_tokens - draft.num_context  # tokens it decoded meanwhile
-            if ahead and self.tree is None:  # the first draft tokens, as if accepted, or a rejection
-                self.adaptive.late_draft(rid, ahead if agrees(draft, request.all_token_ids) else 0)
             if self.tree is None:
+                if ahead:  # its first draft tokens: as if accepted, or a rejection
+                    self.adaptive.late_draft(rid, ahead if agrees(draft, request.all_token_ids) else 0)
                 draft = catch_up(draft, request.all_token_ids, self.seed_config.num_speculative_tokens)
-            elif ahead:
+            elif ahead:  # a tree is verified whole or not at all
                 draft = None
             if ahead:
                 stats.late_drafts_verified += draft is not None
