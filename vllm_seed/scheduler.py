@@ -96,6 +96,8 @@ class SeedScheduler(Scheduler):
         late = [rid for rid in held if self._lands_during_step(rid, len(decoding))]
         if late:  # their drafts still serve after the token they decode meanwhile
             held = [rid for rid in held if rid not in late]
+            for rid in late:
+                self.rounds.branches[rid].late_tokens -= 1
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
         out.seed_draft_probs = {
@@ -261,6 +263,8 @@ class SeedScheduler(Scheduler):
         dispatched = {rid for rids in jobs.values() for rid in rids}
         for drafter, rids in jobs.items():
             lag = self._late_tokens(drafter, dispatched, num_decoding)
+            for rid in rids:
+                self.rounds.branches[rid].late_tokens = lag
             self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding, lag) for rid in rids])
 
     def _lands_during_step(self, rid: str, num_decoding: int) -> bool:
@@ -268,9 +272,12 @@ class SeedScheduler(Scheduler):
         now ends (late_drafts "decode"): then its branch decodes a token
         meanwhile, and the draft still serves after it (rounds.catch_up).
         A draft due later would be left behind by the branch's plain tokens:
-        the branch is held back for it instead. The step is at least a plain
-        one of the decoding branches (the target's step-cost fit)."""
-        if not self.late_decode:
+        the branch is held back for it instead; so is a branch that has
+        decoded meanwhile as many tokens as its draft was made longer for
+        (``_late_tokens``), as more would leave less than its draft length
+        to verify. The step is at least a plain one of the decoding branches
+        (the target's step-cost fit)."""
+        if not self.late_decode or self.rounds.branches[rid].late_tokens <= 0:
             return False
         left = self.pool.time_left(self.rounds.branches[rid].drafter)
         step_s = self.adaptive.steps.predict(num_decoding)

@@ -5,7 +5,10 @@ import threading
 import time
 
 import psutil
+import pytest
 
+from tests.conftest import DRAFT_DIR, TARGET_DIR
+from tests.e2e.conftest import ENGINE_KW, NUM_SPEC_TOKENS
 from tests.e2e.sampling import gsm8k_prompts
 
 
@@ -21,7 +24,22 @@ def drafter_processes():
     return {p.pid: p for p in found}.values()
 
 
-def test_killing_a_drafter_mid_stream_loses_nothing(plain_llm, seed_llm):
+@pytest.fixture(scope="module")
+def victim_llm():
+    """A SEED engine of its own: the shared one must not run the later tests with a drafter
+    down (they count how much SEED speculated)."""
+    from vllm import LLM
+
+    import vllm_seed
+
+    llm = LLM(model=str(TARGET_DIR), **ENGINE_KW,
+              **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False))
+    yield llm
+    llm.llm_engine.engine_core.shutdown()
+
+
+def test_killing_a_drafter_mid_stream_loses_nothing(plain_llm, victim_llm):
+    seed_llm = victim_llm
     from vllm import SamplingParams
 
     prompts = gsm8k_prompts(12)

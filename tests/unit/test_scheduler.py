@@ -183,11 +183,12 @@ def two_drafting_branches(sched, land, paused=()):
     """a and b (and the ``paused`` ones, plainly) decode after their prefill;
     a's draft is ready, b's lands in ``land`` s; a step's fixed cost is 45 ms."""
     sched.adaptive.should_draft = lambda rid, num_decoding: rid not in paused
+    for tokens in (2, 8, 2, 8, 2, 8):
+        sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
+    sched.pool.call = land  # the drafters' recent call time
     for rid in ("a", "b", *paused):
         add(sched, rid)
     step(sched, {})
-    for tokens in (2, 8, 2, 8, 2, 8):
-        sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
     finish(sched.pool, 0, ["a"], at=1.0)
     finish(sched.pool, 1, ["b"], at=1.01)
     sched.pool.later.append(sched.pool.ready.pop())
@@ -208,8 +209,9 @@ def test_no_wait_for_late_drafts_nor_with_plain_decodes_to_run(random_llama_dir,
     two_drafting_branches(sched, land, paused)
     out = step(sched, {})
     assert list(out.scheduled_spec_decode_tokens) == ["a"]
-    # b decodes meanwhile if its draft lands within a plain step of the decoding branches (51-54 ms).
-    late = {"b": 1} if late_drafts == "decode" and land < 0.05 else {}
+    # b decodes meanwhile if its draft lands within a plain step of the decoding branches (51-54 ms)
+    # and, as the step was known to run (c decodes plainly), it was drafted a token longer for it.
+    late = {"b": 1} if late_drafts == "decode" and land < 0.05 and paused else {}
     assert out.num_scheduled_tokens == {"a": 4, **late, **{rid: 1 for rid in paused}}
     assert max(sched.pool.timeouts) == 0
     stats = sched.rounds.stats
@@ -252,6 +254,14 @@ def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(sch
     assert (b.accepted, b.rejected) == (1 + 2, 1)
     # Verified: b drafts again at once, from its new context.
     assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8, 12, 13, 99]
+
+
+def test_a_branch_decodes_meanwhile_no_more_tokens_than_its_draft_was_made_longer_for(sched):
+    late_branch(sched)
+    assert step(sched, {"b": [8]}).num_scheduled_tokens == {"a": 1, "b": 1}
+    out = step(sched, {})  # its draft is still not in: another token would cut it short
+    assert out.num_scheduled_tokens == {"a": 1}
+    assert (sched.rounds.stats.late_steps, sched.rounds.stats.held_back_steps) == (1, 1)
 
 
 def test_a_late_draft_that_does_not_begin_with_what_was_decoded_meanwhile_is_dropped(sched):
