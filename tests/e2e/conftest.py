@@ -28,8 +28,10 @@ def plain_llm():
     return LLM(model=str(TARGET_DIR), **ENGINE_KW)
 
 
-@pytest.fixture(scope="session")
-def seed_llm():
+def make_seed_llm():
+    """The SEED engine of the lossless tests: every round drafts, so they exercise
+    speculation, not the plain decoding adaptive speculation may switch to
+    (test_serve runs the default, adaptive, configuration)."""
     from vllm import LLM
 
     import vllm_seed
@@ -37,8 +39,10 @@ def seed_llm():
     return LLM(
         model=str(TARGET_DIR),
         **ENGINE_KW,
-        # Every round drafts: the lossless tests must exercise speculation, not
-        # the plain decoding adaptive speculation may switch to (test_serve
-        # runs the default, adaptive, configuration).
         **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False),
     )
+
+
+@pytest.fixture(scope="session")
+def seed_llm():
+    return make_seed_llm()

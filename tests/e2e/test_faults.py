@@ -7,8 +7,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import DRAFT_DIR, TARGET_DIR
-from tests.e2e.conftest import ENGINE_KW, NUM_SPEC_TOKENS
+from tests.e2e.conftest import make_seed_llm
 from tests.e2e.sampling import gsm8k_prompts
 
 
@@ -26,14 +25,9 @@ def drafter_processes():
 
 @pytest.fixture(scope="module")
 def victim_llm():
-    """A SEED engine of its own: the shared one must not run the later tests with a drafter
-    down (they count how much SEED speculated)."""
-    from vllm import LLM
-
-    import vllm_seed
-
-    llm = LLM(model=str(TARGET_DIR), **ENGINE_KW,
-              **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False))
+    """A SEED engine like seed_llm, of its own: the shared one must not run the later tests
+    with a drafter down (they count how much SEED speculated)."""
+    llm = make_seed_llm()
     yield llm
     llm.llm_engine.engine_core.shutdown()
 
