@@ -175,7 +175,10 @@ class DrafterPool:
         for drafter, at in list(self.retry_at.items()):
             if at <= now:
                 del self.retry_at[drafter]
-                self.pings[self.actors[drafter].ping.remote()] = drafter
+                # Retried until it answers: a drafter Ray is still restarting
+                # is not pinged again later (that would double its backoff).
+                ping = self.actors[drafter].ping.options(max_task_retries=-1).remote()
+                self.pings[ping] = drafter
         if not self.pings:
             return
         ready, _ = self.ray.wait(list(self.pings), num_returns=len(self.pings), timeout=0)
@@ -186,7 +189,7 @@ class DrafterPool:
                 self.restarts += 1
                 self._note_ray_processes()
                 logger.warning("SEED drafter %d is back", drafter)
-            except Exception:  # still restarting: ask again, later
+            except Exception:  # restarts used up or the call failed: ask again, later
                 self._mark_down(drafter)
 
     def _note_ray_processes(self) -> None:
@@ -232,6 +235,11 @@ def _start_ray(ray, address: str, num_drafters: int) -> None:
                 "start it (`ray start --head`) or unset RAY_ADDRESS to let vllm-seed start its own"
             ) from None
     own = {"num_cpus": num_drafters} if address == "local" else {}
+    if address == "local":
+        # Ray runs its workers at nice 15, under everything else; a drafter
+        # shares its core with the API server and the engine core's threads,
+        # and both its drafts and its restart (model load) would wait on them.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address, **own, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, namespace="vllm-seed")
