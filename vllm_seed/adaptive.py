@@ -155,11 +155,12 @@ class _StepCostModel:
 class AdaptiveSpeculation:
     def __init__(
         self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
-        adaptive_length: bool = False,
+        adaptive_length: bool = False, gate: bool = True,
     ):
         self.num_draft = num_draft
         self.tree_tokens = verify_tokens  # a token tree's tokens verified per round; None: a chain
         self.enabled = enabled
+        self.gated = gate  # off: no gate ever shuts (gate.py)
         self.adaptive_length = adaptive_length and verify_tokens is None
         self.draft_s: float | None = None  # seconds per batched draft forward
         self.clock = clock
@@ -208,7 +209,7 @@ class AdaptiveSpeculation:
         of wall time since the previous step ended."""
         plain_s = self.plain.predict(num_decoding)
         gate = self.gate(num_decoding)
-        if gate.shut or self.window or plain_s is None or num_decoding == 0 or not self.enabled:
+        if gate.shut or self.window or plain_s is None or num_decoding == 0 or not (self.enabled and self.gated):
             return
         gate.add(seconds, num_emitted * plain_s / num_decoding)
 

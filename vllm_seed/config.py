@@ -76,6 +76,12 @@ class SeedConfig:
     draft forwards favour (adaptive.py); on whether or not ``adaptive`` is.
     Off: always num_speculative_tokens. Chains only: a tree's shape is fixed."""
 
+    gate: bool = True
+    """With ``adaptive``: judge speculation as a whole per range of load, by
+    the tokens it emitted against plain decoding's measured speed, and turn it
+    off for every branch at that load while it loses (gate.py). Off: only
+    each branch's own estimate pauses it."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD, see tree.py): node at level d-1 gets k_d
     children, e.g. ``[2, 2, 1]``; verified in one target step. Empty (or all
@@ -106,7 +112,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "adaptive_length", "replacement"):
+        for name in ("adaptive", "adaptive_length", "gate", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

@@ -345,6 +345,15 @@ def test_the_gate_compares_at_the_batch_it_measured():
     assert ad.gate(16).shut == 0
 
 
+def test_without_the_gate_only_branch_estimates_pause():
+    ad, clock = fitted(gate=False)
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(4, 0.010)
+    rounds(ad, clock, "a", accepted=3, round_s=0.004)
+    speculate(ad, 4 * GATE_STEPS, emitted=4, seconds=0.020)  # losing, as in the test above
+    assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
+
+
 def test_the_gate_waits_for_a_measurement_of_plain_decoding():
     ad, _ = fitted()
     speculate(ad, GATE_STEPS, emitted=1, seconds=1.0)
