@@ -3,7 +3,6 @@ no request fails or is lost, and greedy output stays identical. Ray restarts
 it, and its branches draft again."""
 
 import json
-import os
 import threading
 import time
 
@@ -33,17 +32,11 @@ def victim_llm(tmp_path_factory):
     of its own (metrics.STATS_ENV, read by the engine core at its start)."""
     from vllm_seed.metrics import STATS_ENV
 
-    shared = os.environ.get(STATS_ENV)
-    os.environ[STATS_ENV] = str(tmp_path_factory.mktemp("victim") / "seed-stats.json")
-    try:
+    path = str(tmp_path_factory.mktemp("victim") / "seed-stats.json")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STATS_ENV, path)
         llm = make_seed_llm()
-    finally:
-        llm_stats = os.environ[STATS_ENV]
-        if shared is None:
-            del os.environ[STATS_ENV]
-        else:
-            os.environ[STATS_ENV] = shared
-    llm.seed_stats_path = llm_stats
+    llm.seed_stats_path = path
     yield llm
     llm.llm_engine.engine_core.shutdown()
 
