@@ -234,8 +234,9 @@ def _start_ray(ray, address: str, num_drafters: int) -> None:
                 f"vllm-seed cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({e}); "
                 "start it (`ray start --head`) or unset RAY_ADDRESS to let vllm-seed start its own"
             ) from None
-    own = {"num_cpus": num_drafters} if address == "local" else {}
+    own = {}
     if address == "local":
+        own["num_cpus"] = num_drafters
         # Ray runs its workers at nice 15, under everything else; a drafter
         # shares its core with the API server and the engine core's threads,
         # and both its drafts and its restart (model load) would wait on them.

@@ -54,7 +54,7 @@ class Branch:
     drafter: int
     group: str | None = None
     state: State = State.IDLE
-    late_tokens: int = 0  # plain tokens it may decode while its draft is in flight: the extra drafted
+    late_tokens: int = 0  # plain tokens it may decode while its draft is in flight: those drafted extra
 
 
 @dataclass
