@@ -108,6 +108,8 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 #   (the pool starts its cluster's workers at nice 0), to measure that choice;
 # seed-d1-nogate: seed-d1 without the gate (gate.py): only each branch's own estimate
 #   pauses it, to measure the gate;
+# seed-d1-notrim: seed-d1 verifying every draft whole (trim off): no cut by the draft
+#   tokens' confidence, to measure confidence trimming;
 # seed-d1-poll: seed-d1 with vLLM's per-step draft-token RPC left in (patch
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
@@ -128,13 +130,16 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                        env=(("RAY_worker_niceness", "15"),)),
                                replace(_seed(1), name="seed-d1-nogate",
                                        seed={**_seed(1).seed, "gate": False}),
+                               replace(_seed(1), name="seed-d1-notrim",
+                                       seed={**_seed(1).seed, "trim": False}),
                                replace(_seed(1), name="seed-d1-poll",
                                        env=(("SEED_DISABLE_PATCHES", "engine_core_draft_poll"),)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
                                *(_seed_tree(k, adaptive=False) for k in TREES),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
-                for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate")})
+                for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
+                                 "seed-d1-notrim")})
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

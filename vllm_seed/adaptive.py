@@ -78,6 +78,26 @@ cost are shared by its N branches; each verified token costs ``per_token``.
 Low acceptance and many branches favour short drafts, high acceptance and few
 branches long ones. Until the costs are measured, L is num_draft.
 
+A chain draft that has landed is then *trimmed* (``trim``): its token i is
+verified only if it is worth its place in the verify step. The draft's own
+confidence in token i, the largest probability of the draft distribution it
+was drawn from, predicts its acceptance well (a draft that is sure is
+seldom wrong); ``ConfidenceModel`` learns acceptance by confidence online
+from the verdicts. With P_i the chance that tokens 1..i are all accepted,
+E_{i-1} and C_{i-1} the tokens and target cost of the draft cut before i
+(C_0 = fixed / N + per_token: the plain token's), token i is kept while
+
+    P_i * C_{i-1} > E_{i-1} * per_token
+
+(it raises the round's tokens per unit of target time), and the draft is cut
+at the first that is not. A cut to nothing is a plain step. The decision for
+token i uses only the confidences of tokens 1..i, each a property of the
+distribution the token was drawn from given the tokens before it, never the
+token drawn: a stopping rule of that kind leaves speculative sampling
+lossless. Under load, where a verified token costs nearly a plain step, only
+sure tokens are verified; with few branches, where the step's fixed cost
+dominates, nearly all.
+
 Pure Python, clock injected, like rounds.py.
 """
 
@@ -95,6 +115,40 @@ _MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes
 _CLEAN_REFRESH = 256  # engine steps between measurements of plain decoding alone
 _CLEAN_SAMPLES = 4  # plain steps with nothing drafting a plain window waits for
 _CLEAN_WINDOW = 16  # at most this many steps: drafts in flight may take long to land
+
+
+_CONF_BINS = 10  # confidence bins of width 0.1
+_CONF_PRIOR = 8.0  # pseudo-tokens at a bin's own confidence in its acceptance estimate
+
+
+class ConfidenceModel:
+    """Acceptance of a chain draft token by its confidence, learned from
+    verdicts: per temperature (to 0.1) and confidence bin, the tokens tried
+    (all tokens before them in their draft accepted) and accepted. A bin
+    starts at its own midpoint: a draft that is 70% sure of a token is taken
+    to be right 70% of the time until verdicts say otherwise."""
+
+    def __init__(self):
+        self.counts: dict[tuple[float, int], list[float]] = {}  # key -> [tried, accepted]
+
+    @staticmethod
+    def _key(confidence: float, temperature: float) -> tuple[float, int]:
+        return round(temperature, 1), min(max(int(confidence * _CONF_BINS), 0), _CONF_BINS - 1)
+
+    def acceptance(self, confidence: float, temperature: float) -> float:
+        key = self._key(confidence, temperature)
+        tried, accepted = self.counts.get(key, (0.0, 0.0))
+        prior = (key[1] + 0.5) / _CONF_BINS
+        return (accepted + _CONF_PRIOR * prior) / (tried + _CONF_PRIOR)
+
+    def update(self, confidence: list[float], temperature: float, num_accepted: int) -> None:
+        """A verified draft with these token confidences had its first
+        ``num_accepted`` tokens accepted: those were tried and accepted, the
+        next (if any) tried and rejected, the rest never tried."""
+        for i, conf in enumerate(confidence[: num_accepted + 1]):
+            counts = self.counts.setdefault(self._key(conf, temperature), [0.0, 0.0])
+            counts[0] += 1
+            counts[1] += i < num_accepted
 
 
 def expected_tokens(acceptance: float, num_draft: int) -> float:
@@ -155,9 +209,11 @@ class _StepCostModel:
 class AdaptiveSpeculation:
     def __init__(
         self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
-        adaptive_length: bool = False, gate: bool = True,
+        adaptive_length: bool = False, gate: bool = True, trim: bool = False,
     ):
         self.num_draft = num_draft
+        self.trim = trim and enabled and verify_tokens is None
+        self.confidence = ConfidenceModel()
         self.tree_tokens = verify_tokens  # a token tree's tokens verified per round; None: a chain
         self.enabled = enabled
         self.gated = gate  # off: no gate ever shuts (gate.py)
@@ -279,6 +335,22 @@ class AdaptiveSpeculation:
             return expected_tokens(a, length) / max(cost, 1e-9)
 
         return max(range(1, self.num_draft + 1), key=rate)  # a tie goes to the shorter
+
+    def trim_length(self, confidence: list[float], temperature: float, num_decoding: int) -> int:
+        """Tokens to verify of a chain draft with these token confidences,
+        with ``num_decoding`` branches decoding (module docstring): all of
+        them until the target's step costs are measured, or with ``trim`` off."""
+        fit = self.steps.fit()
+        if not self.trim or fit is None:
+            return len(confidence)
+        fixed, per_token = max(fit[0], 0.0), fit[1]
+        tokens, cost, reach = 1.0, fixed / max(num_decoding, 1) + per_token, 1.0
+        for i, conf in enumerate(confidence):
+            reach *= self.confidence.acceptance(conf, temperature)
+            if reach * cost <= tokens * per_token:
+                return i
+            tokens, cost = tokens + reach, cost + per_token
+        return len(confidence)
 
     def verify_tokens(self, num_draft: int) -> int:
         """Tokens one round verifies: a chain's draft and bonus, or the tree's."""

@@ -82,6 +82,15 @@ class SeedConfig:
     off for every branch at that load while it loses (gate.py). Off: only
     each branch's own estimate pauses it."""
 
+    trim: bool = True
+    """With ``adaptive``, chains only: before a draft is verified, cut it
+    after the last token worth its verification, judged by each token's
+    confidence (the largest probability of the draft distribution it was
+    drawn from) and the acceptance measured at that confidence, against
+    what a verified token costs the target step (adaptive.py). Off: every
+    draft is verified whole. Lossless: whether token i is kept depends only
+    on the tokens before it and on the distribution it was drawn from."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD, see tree.py): node at level d-1 gets k_d
     children, e.g. ``[2, 2, 1]``; verified in one target step. Empty (or all
@@ -112,7 +121,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "adaptive_length", "gate", "replacement"):
+        for name in ("adaptive", "adaptive_length", "gate", "trim", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

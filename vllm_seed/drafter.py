@@ -69,6 +69,7 @@ class Drafter:
         feed = [job.token_ids[n:] for job, n in zip(jobs, reused)]
         drafted = [[] for _ in jobs]
         probs = [[] for _ in jobs]
+        confidence = [[] for _ in jobs]
         cached = list(reused)
         active = list(range(len(jobs)))  # branches still drafting: lengths may differ
         for step in range(max(job.num_draft for job in jobs)):
@@ -76,10 +77,12 @@ class Drafter:
             for b, fed in zip(active, feed):
                 cached[b] += len(fed)
             feed, still = [], []
+            greedy_conf = _greedy_confidence(logits, [jobs[b] for b in active])
             for row, b in enumerate(active):
                 token, q = _sample(logits[row], jobs[b], step)
                 drafted[b].append(token)
                 probs[b].append(q)
+                confidence[b].append(float(q.max()) if q is not None else float(greedy_conf[row]))
                 if step + 1 < jobs[b].num_draft:
                     still.append(b)
                     feed.append([token])
@@ -88,8 +91,8 @@ class Drafter:
             # The last draft token was never fed: its KV is not in the slot.
             self.cached[job.req_id] = list(job.token_ids) + toks[:-1]
         return [
-            Draft(job.req_id, len(job.token_ids), toks, None if job.temperature == 0 else np.stack(qs))
-            for job, toks, qs in zip(jobs, drafted, probs)
+            Draft(job.req_id, len(job.token_ids), toks, None if job.temperature == 0 else np.stack(qs), conf)
+            for job, toks, qs, conf in zip(jobs, drafted, probs, confidence)
         ]
 
     def _draft_trees(self, jobs: list[DraftJob], tree: TokenTree) -> list[Draft]:
@@ -177,6 +180,14 @@ def _generator(job: DraftJob, salt: int) -> torch.Generator | None:
     if job.seed is None:
         return None
     return torch.Generator().manual_seed(hash((job.seed, len(job.token_ids), salt)) & 0x7FFFFFFF)
+
+
+def _greedy_confidence(logits: torch.Tensor, jobs: list[DraftJob]) -> torch.Tensor | None:
+    """Per row of ``logits`` [B, V], the largest probability of its softmax
+    at T=1: a greedy draft token's confidence. None if no job is greedy."""
+    if all(job.temperature > 0 for job in jobs):
+        return None
+    return torch.softmax(logits, dim=-1).amax(dim=-1)
 
 
 def _sample(logits: torch.Tensor, job: DraftJob, step: int) -> tuple[int, np.ndarray | None]:

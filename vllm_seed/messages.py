@@ -24,6 +24,10 @@ class Draft:
     num_context: int  # len(job.token_ids): valid only while the branch has this length
     token_ids: list[int]  # [N]: L chain tokens, or a tree's nodes in BFS order
     probs: np.ndarray | None  # [N, V] float32 q each token was drawn from; None if greedy
+    # Chains: per token, the largest probability of the draft distribution it
+    # was drawn from (at T=0, the draft's softmax at T=1): what confidence
+    # trimming (adaptive.py) judges it by. None for trees.
+    confidence: list[float] | None = None
 
 
 @dataclass

@@ -65,6 +65,8 @@ class RoundStats:
     late_steps: int = 0  # branch-steps decoded plainly while the branch's draft was in flight
     late_drafts_verified: int = 0  # drafts verified after their branch decoded meanwhile
     late_drafts_dropped: int = 0  # late drafts that did not begin with what was decoded meanwhile
+    trimmed_tokens: int = 0  # draft tokens cut by confidence before verification (adaptive.py)
+    trimmed_drafts: int = 0  # drafts cut to nothing: their branch decoded plainly
     plain_fallbacks: int = 0
     paused_steps: int = 0
     gate_shut_steps: int = 0  # engine steps with speculation off at their load (adaptive.py)
@@ -110,7 +112,17 @@ def catch_up(draft: Draft, token_ids, max_tokens: int) -> Draft | None:
         return draft
     end = ahead + max_tokens
     probs = None if draft.probs is None else draft.probs[ahead:end]
-    return Draft(draft.req_id, len(token_ids), draft.token_ids[ahead:end], probs)
+    confidence = None if draft.confidence is None else draft.confidence[ahead:end]
+    return Draft(draft.req_id, len(token_ids), draft.token_ids[ahead:end], probs, confidence)
+
+
+def trimmed(draft: Draft, length: int) -> Draft:
+    """The first ``length`` tokens of a chain draft, with their q rows and confidences."""
+    if length >= len(draft.token_ids):
+        return draft
+    probs = None if draft.probs is None else draft.probs[:length]
+    confidence = None if draft.confidence is None else draft.confidence[:length]
+    return Draft(draft.req_id, draft.num_context, draft.token_ids[:length], probs, confidence)
 
 
 class SeedRounds:
@@ -211,6 +223,11 @@ class SeedRounds:
         self.branches[req_id].state = State.READY
         self.verify_queue[req_id] = (draft, self.clock())
         self.verify_queue.move_to_end(req_id, last=False)
+
+    def plain(self, req_id: str) -> None:
+        """A taken draft cut to nothing: its branch decodes plainly this step."""
+        self.branches[req_id].state = State.PLAIN
+        self.stats.trimmed_drafts += 1
 
     def drop(self, req_id: str) -> None:
         """A draft that no longer matches its branch: draft again."""

@@ -21,7 +21,7 @@ from vllm_seed.drafter_pool import DrafterPool, default_draft_cpus
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
-from vllm_seed.rounds import SeedRounds, State, agrees, catch_up
+from vllm_seed.rounds import SeedRounds, State, agrees, catch_up, trimmed
 from vllm_seed.step_meter import StepMeter
 from vllm_seed.tree_verify import tree_unsupported_reason
 
@@ -48,6 +48,7 @@ class SeedScheduler(Scheduler):
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
             verify_tokens=None if tree is None else tree.num_nodes + 1,
             adaptive_length=self.seed_config.adaptive_length, gate=self.seed_config.gate,
+            trim=self.seed_config.trim,
         )
         # This engine step as plain decoding would pay it: vLLM's scheduling, the forward
         # and vLLM's bookkeeping; not SEED's own work, not idle time.
@@ -92,7 +93,7 @@ class SeedScheduler(Scheduler):
         verify, held = self.rounds.plan(decoding)
         if held and not self._can_admit():
             verify, held = self._wait_for_drafts(decoding, verify, held)
-        drafts = self._inject(verify, held)
+        drafts = self._inject(verify, held, len(decoding))
         late = [rid for rid in held if self._lands_during_step(rid, len(decoding))]
         if late:  # their drafts still serve after the token they decode meanwhile
             held = [rid for rid in held if rid not in late]
@@ -104,6 +105,11 @@ class SeedScheduler(Scheduler):
             rid: drafts[rid].probs[: len(toks)]
             for rid, toks in out.scheduled_spec_decode_tokens.items()
             if rid in drafts and drafts[rid].probs is not None
+        }
+        self.meter.confidence = {  # what the verdicts teach adaptive.ConfidenceModel
+            rid: (drafts[rid].confidence[: len(toks)], _temperature(self.requests[rid]))
+            for rid, toks in out.scheduled_spec_decode_tokens.items()
+            if rid in drafts and drafts[rid].confidence is not None
         }
         stats.held_back_steps += len(held)
         stats.late_steps += sum(1 for rid in late if rid in out.num_scheduled_tokens)
@@ -157,7 +163,7 @@ class SeedScheduler(Scheduler):
         self.pool.shutdown()
         super().shutdown()
 
-    def _inject(self, verify: list[str], held: list[str]) -> dict:
+    def _inject(self, verify: list[str], held: list[str], num_decoding: int) -> dict:
         drafts, stale = {}, []
         stats = self.rounds.stats
         for rid in verify:
@@ -176,6 +182,13 @@ class SeedScheduler(Scheduler):
             if draft is None:
                 stale.append(rid)
                 continue
+            if draft.confidence is not None:
+                keep = self.adaptive.trim_length(draft.confidence, _temperature(request), num_decoding)
+                stats.trimmed_tokens += len(draft.token_ids) - keep
+                if keep == 0:
+                    self.rounds.plain(rid)
+                    continue
+                draft = trimmed(draft, keep)
             request.spec_token_ids = list(draft.token_ids)
             drafts[rid] = draft
         if stale:  # draft again, one job per drafter
@@ -299,11 +312,10 @@ class SeedScheduler(Scheduler):
 
     def _job(self, request, num_decoding: int, lag: int = 0) -> DraftJob:
         params = request.sampling_params
-        temperature = params.temperature if params.temperature >= _SAMPLING_EPS else 0.0
         config = self.seed_config
         return DraftJob(
             request.request_id, list(request.all_token_ids),
-            self.adaptive.draft_length(request.request_id, num_decoding) + lag, temperature, params.seed,
+            self.adaptive.draft_length(request.request_id, num_decoding) + lag, _temperature(request), params.seed,
             k_config=config.k_config if self.tree else (), replacement=config.replacement,
         )
 
@@ -345,3 +357,8 @@ class SeedScheduler(Scheduler):
     def _is_decoding(request) -> bool:
         return not request.is_finished() and request.num_computed_tokens == request.num_tokens - 1
 
+
+def _temperature(request) -> float:
+    """The request's sampling temperature; 0 for greedy (vLLM's threshold)."""
+    temperature = request.sampling_params.temperature
+    return temperature if temperature >= _SAMPLING_EPS else 0.0

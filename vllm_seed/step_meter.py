@@ -16,6 +16,8 @@ class StepMeter:
         self.adaptive, self.tree = adaptive, tree
         self.num_decoding = 0  # decoding branches when this step was scheduled
         self._undrafted_since = None  # the last step's end, if no draft was in flight then
+        # The step's verified chain drafts: token confidences and temperature (scheduler.py).
+        self.confidence: dict[str, tuple[list[float], float]] = {}
 
     def verdicts(self, out, runner_out) -> None:
         """Each branch's verdict of the step that just ran."""
@@ -24,7 +26,10 @@ class StepMeter:
             if rid in spec and spec[rid] and rid in index:
                 sampled = runner_out.sampled_token_ids[index[rid]]
                 num_drafted = len(spec[rid]) if self.tree is None else self.tree.depth_of_prefix(len(spec[rid]))
-                self.adaptive.stepped(rid, self.num_decoding, num_drafted, max(len(sampled) - 1, 0))
+                num_accepted = max(len(sampled) - 1, 0)
+                self.adaptive.stepped(rid, self.num_decoding, num_drafted, num_accepted)
+                if rid in self.confidence:
+                    self.adaptive.confidence.update(*self.confidence[rid], num_accepted)
             elif num_tokens == 1:  # a plain decode step
                 self.adaptive.stepped(rid, self.num_decoding)
 
