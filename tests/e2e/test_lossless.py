@@ -63,6 +63,38 @@ def test_drafts_verified_after_their_branch_decoded_meanwhile_are_lossless(plain
     assert late["held_back_steps"] == 0
 
 
+def test_drafts_cut_by_confidence_are_lossless(plain_llm, tmp_path):
+    """Drafts cut before their first token the draft is at most 50% sure of
+    (tests/e2e/trim_sampler.py): verified in part, or not at all (a plain
+    step). Greedy stays token-identical; at T > 0 the target's distribution."""
+    out = tmp_path / "trim.json"
+    cmd = [sys.executable, "-m", "tests.e2e.trim_sampler", str(out), "0.2,1", str(NUM_SAMPLES)]
+    run = run_script(cmd, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trim = json.loads(out.read_text())
+    prompts, lengths = greedy_workload(12)
+    assert trim["greedy"] == greedy(plain_llm, prompts, lengths)
+    for t in (0.2, 1.0):
+        plain = sample_tokens(plain_llm, t, NUM_SAMPLES, seed0=0)
+        pvalues = two_sample_pvalues(plain, trim[f"samples_{t:g}"])
+        assert min(pvalues) > ALPHA, (t, pvalues)
+    for cuts in (trim["greedy_cuts"], trim["cuts_0.2"], trim["cuts_1"]):  # the paths under test ran
+        assert min(cuts.values()) > 20, cuts
+
+
+def test_the_distribution_test_fails_for_a_cut_that_peeks_at_the_token(plain_llm, tmp_path):
+    """The test above has the power to see a cut that is not lossless: one
+    by each sampled token's own draft probability, not the largest of its
+    distribution."""
+    out = tmp_path / "peek.json"
+    cmd = [sys.executable, "-m", "tests.e2e.trim_sampler", str(out), "1", str(NUM_SAMPLES), "peek"]
+    run = run_script(cmd, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    peek = json.loads(out.read_text())
+    plain = sample_tokens(plain_llm, 1.0, NUM_SAMPLES, seed0=0)
+    assert min(two_sample_pvalues(plain, peek["samples_1"])) < ALPHA
+
+
 def test_the_distribution_test_fails_without_the_cpu_patch(plain_llm, tmp_path):
     out = tmp_path / "unpatched.json"
     env = dict(os.environ, SEED_DISABLE_PATCHES="cpu_expand_kernel")

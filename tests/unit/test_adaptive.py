@@ -10,6 +10,7 @@ from vllm_seed.adaptive import (
     _MIN_BACKOFF,
     _PAUSE_BELOW,
     AdaptiveSpeculation,
+    ConfidenceModel,
     expected_tokens,
 )
 from vllm_seed.gate import GATE_MIN_OFF, GATE_STEPS
@@ -420,3 +421,62 @@ def test_a_prefill_call_counts_as_at_most_twice_a_draft_forward():
     assert ad.draft_s == pytest.approx(0.8 * 0.002 + 0.2 * 0.004)
     ad.drafted(0.5, 0)  # nothing drafted
     assert ad.draft_s == pytest.approx(0.8 * 0.002 + 0.2 * 0.004)
+
+
+def test_acceptance_by_confidence_starts_at_the_confidence_and_learns_from_verdicts():
+    model = ConfidenceModel()
+    assert model.acceptance(0.93, 0.0) == pytest.approx(0.95)  # the bin's midpoint
+    assert model.acceptance(1.0, 0.0) == pytest.approx(0.95) and model.acceptance(0.0, 0.0) == pytest.approx(0.05)
+    for _ in range(100):  # 0.9-sure tokens at T=0 are always accepted; the 0.3-sure second never tried...
+        model.update([0.9, 0.3, 0.35], 0.0, num_accepted=0)
+    assert model.acceptance(0.9, 0.0) < 0.1  # ... the first token was always rejected
+    assert model.acceptance(0.3, 0.0) == pytest.approx(0.35)  # never tried: still the prior
+    for _ in range(100):
+        model.update([0.35, 0.75, 0.1], 0.0, num_accepted=2)  # 1 and 2 accepted, 3 rejected
+    assert model.acceptance(0.35, 0.0) > 0.9 and model.acceptance(0.75, 0.0) > 0.9
+    assert model.acceptance(0.1, 0.0) < 0.05
+    assert model.acceptance(0.9, 1.0) == pytest.approx(0.95)  # another temperature: its own counts
+
+
+def trim_ad(fixed_s, per_token_s, trim=True):
+    ad, _ = fitted(step_s=lambda tokens: fixed_s + per_token_s * tokens, trim=trim)
+    return ad
+
+
+def test_few_branches_verify_unsure_tokens_many_verify_only_sure_ones():
+    """A verified token costs per_token of the step; the plain token
+    fixed / N + per_token. With 1 branch (fixed 45 ms, 4 ms a token) the
+    first draft token pays at a chance of acceptance above 4 / 49; with 24,
+    above 4 / 5.9, and each next token must raise the round's tokens per
+    unit of target time too."""
+    ad = trim_ad(0.045, 0.004)
+    unsure, sure = [0.35, 0.35, 0.35], [0.95, 0.95, 0.95]
+    assert ad.trim_length(unsure, 0.0, 1) == 2  # the third: a 4% chance of being reached and accepted
+    assert ad.trim_length(unsure, 0.0, 24) == 0
+    assert ad.trim_length(sure, 0.0, 24) == 3
+    assert ad.trim_length([0.95, 0.45, 0.95], 0.0, 24) == 1  # cut at the first that does not pay
+
+
+def test_nothing_is_trimmed_before_the_costs_are_measured_or_with_trim_off():
+    assert AdaptiveSpeculation(L, trim=True).trim_length([0.05] * 3, 0.0, 24) == 3
+    assert trim_ad(0.045, 0.004, trim=False).trim_length([0.05] * 3, 0.0, 24) == 3
+    assert AdaptiveSpeculation(L, enabled=False, trim=True).trim_length([0.05] * 3, 0.0, 24) == 3
+    assert AdaptiveSpeculation(L, verify_tokens=6, trim=True).trim is False  # trees are verified whole
+
+
+@pytest.mark.parametrize("num_decoding", [1, 3, 8, 24, 64])
+def test_the_cut_is_a_stopping_rule(num_decoding):
+    """Lossless at T > 0 needs: whether token i is kept depends on the
+    confidences of tokens 1..i only. So cutting a draft at k must agree with
+    every shorter draft: its prefixes up to k are kept whole, and the prefix
+    of length k + 1 is cut at k."""
+    import random
+
+    rng = random.Random(num_decoding)
+    ad = trim_ad(0.045, 0.004)
+    for _ in range(200):
+        conf = [rng.random() for _ in range(6)]
+        k = ad.trim_length(conf, 1.0, num_decoding)
+        assert all(ad.trim_length(conf[:j], 1.0, num_decoding) == j for j in range(k + 1))
+        if k < len(conf):
+            assert ad.trim_length(conf[: k + 1], 1.0, num_decoding) == k

@@ -36,6 +36,7 @@ def test_defaults_round_trip(random_llama_dir):
         ({"k_config": [1, 1]}, "k_config=[1, 1] has depth 2 but num_speculative_tokens=3"),
         ({"adaptive": "yes"}, "adaptive='yes' must be true or false"),
         ({"gate": 0}, "gate=0 must be true or false"),
+        ({"trim": "yes"}, "trim='yes' must be true or false"),
         ({"draft_head": "fp16"}, "draft_head='fp16' must be one of ['int8', 'float32']"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
         ({"late_drafts": "wait"}, "late_drafts='wait' must be one of ['decode', 'hold']"),

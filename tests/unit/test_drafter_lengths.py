@@ -40,3 +40,14 @@ def test_the_next_round_after_short_and_long_drafts_matches_a_fresh_drafter():
     again = d.draft([DraftJob("a", nxt[0], 3, 0.0), DraftJob("b", nxt[1], 2, 0.0)]).drafts
     fresh = drafter().draft([DraftJob("a", nxt[0], 3, 0.0), DraftJob("b", nxt[1], 2, 0.0)]).drafts
     assert [x.token_ids for x in again] == [x.token_ids for x in fresh]
+
+
+def test_each_chain_token_carries_the_confidence_of_the_distribution_it_was_drawn_from():
+    """Sampled: the largest probability of its q row. Greedy: of the draft's
+    softmax at T=1, so the first token's equals a T=1 draft's first q row's."""
+    d = drafter()
+    greedy, sampled = d.draft([DraftJob("a", STORY, 3, 0.0), DraftJob("b", STORY, 3, 1.0, 7)]).drafts
+    assert len(sampled.confidence) == 3
+    np.testing.assert_allclose(sampled.confidence, sampled.probs.max(axis=1), rtol=1e-6)
+    assert len(greedy.confidence) == 3 and all(0 < c <= 1 for c in greedy.confidence)
+    assert greedy.confidence[0] == pytest.approx(float(sampled.probs[0].max()), rel=1e-5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vllm_seed.messages import Draft, DraftBatch
-from vllm_seed.rounds import SeedRounds, State, agrees, catch_up
+from vllm_seed.rounds import SeedRounds, State, agrees, catch_up, trimmed
 
 
 class Clock:
@@ -138,16 +138,27 @@ def test_admit_splits_a_draft_calls_time_into_transfer_and_delivery():
 
 def test_catch_up_verifies_the_rest_of_a_draft_that_begins_with_what_was_decoded_meanwhile():
     q = np.arange(4, dtype=np.float32)[:, None] * np.ones((4, 5), dtype=np.float32)  # row i is all i
-    draft = Draft("a", 3, [7, 8, 9, 10], q)  # drafted from a 3-token context
+    draft = Draft("a", 3, [7, 8, 9, 10], q, [0.0, 0.1, 0.2, 0.3])  # drafted from a 3-token context
     assert catch_up(draft, [1, 2, 3], 4) is draft  # on time and short enough: as it is
     on_time = catch_up(draft, [1, 2, 3], 3)  # trimmed to the verifiable length
     assert (on_time.num_context, on_time.token_ids, on_time.probs[:, 0].tolist()) == (3, [7, 8, 9], [0, 1, 2])
     one = catch_up(draft, [1, 2, 3, 7], 3)
     assert (one.req_id, one.num_context, one.token_ids) == ("a", 4, [8, 9, 10])
     assert one.probs[:, 0].tolist() == [1, 2, 3]  # each token keeps the q it was drawn from
+    assert one.confidence == [0.1, 0.2, 0.3]  # and its confidence
     two = catch_up(draft, [1, 2, 3, 7, 8], 1)
     assert (two.num_context, two.token_ids, two.probs.shape) == (5, [9], (1, 5))
     assert catch_up(Draft("a", 3, [7, 8], None), [1, 2, 3, 7], 3).probs is None  # greedy: no q
+
+
+def test_a_trimmed_draft_keeps_its_first_tokens_with_their_q_rows_and_confidences():
+    q = np.arange(3, dtype=np.float32)[:, None] * np.ones((3, 5), dtype=np.float32)
+    draft = Draft("a", 3, [7, 8, 9], q, [0.9, 0.8, 0.1])
+    cut = trimmed(draft, 2)
+    assert (cut.req_id, cut.num_context, cut.token_ids, cut.probs[:, 0].tolist(), cut.confidence) == (
+        "a", 3, [7, 8], [0, 1], [0.9, 0.8])
+    assert trimmed(draft, 3) is draft
+    assert trimmed(Draft("a", 3, [7, 8], None, [0.5, 0.5]), 1).probs is None
 
 
 @pytest.mark.parametrize("tokens", [

@@ -399,6 +399,43 @@ def test_each_draft_job_has_the_length_adaptive_speculation_chose(sched):
     assert (a.accepted, a.rejected, b.accepted, b.rejected) == (1, 0, 2, 1)
 
 
+def test_drafts_are_cut_by_confidence_before_verification_and_teach_it(sched):
+    """a's draft is sure of its first two tokens only: the third is cut; b's
+    is sure of nothing: b decodes plainly and drafts again. The verdict on
+    a's two tokens (one accepted) is learned by confidence."""
+    measured(sched, call_s=0.02)  # 45 ms + 3 ms a token: at N=2 a token must be ~11% sure
+    add(sched, "a", temperature=1.0)
+    add(sched, "b", temperature=1.0)
+    step(sched, {})
+    jobs = {job.req_id: job for _, batch in sched.pool.jobs for job in batch}
+    q = np.arange(3, dtype=np.float32)[:, None] * np.ones((3, 8), dtype=np.float32)  # row i is all i
+    drafts = [Draft("a", len(jobs["a"].token_ids), [11, 12, 13], q, [0.95, 0.85, 0.05]),
+              Draft("b", len(jobs["b"].token_ids), [11, 12, 13], q, [0.05, 0.95, 0.95])]
+    sched.pool.ready.append(DraftBatch(0, drafts, 1.0, 0.009))
+    out = step(sched, {"a": [11, 5], "b": [6]})
+    assert out.scheduled_spec_decode_tokens == {"a": [11, 12]}
+    assert out.num_scheduled_tokens == {"a": 3, "b": 1}
+    assert out.seed_draft_probs["a"][:, 0].tolist() == [0, 1]  # the q rows of the tokens kept
+    stats = sched.rounds.stats
+    assert (stats.trimmed_tokens, stats.trimmed_drafts, stats.drafts_verified) == (1 + 3, 1, 1)
+    assert list(sched.requests["b"].output_token_ids) == [7, 6]
+    assert sched.pool.jobs[-1][1][-1].token_ids == [1, 2, 3, 7, 6]  # b drafts again
+    counts = sched.adaptive.confidence.counts
+    assert counts[(1.0, 9)] == [1, 1] and counts[(1.0, 8)] == [1, 0] and (1.0, 0) not in counts
+    assert sched.adaptive.branches["a"].accepted == 1 and sched.adaptive.branches["b"].accepted == 0
+
+
+def test_with_trim_off_drafts_are_verified_whole(random_llama_dir):
+    sched = make_scheduler(random_llama_dir, trim=False)
+    measured(sched, call_s=0.02)
+    add(sched, "a")
+    step(sched, {})
+    job = sched.pool.jobs[-1][1][0]
+    sched.pool.ready.append(DraftBatch(0, [Draft("a", len(job.token_ids), [11, 12, 13], None, [0.01] * 3)], 1.0, 0.009))
+    out = step(sched, {"a": [5]})
+    assert out.scheduled_spec_decode_tokens == {"a": [11, 12, 13]}
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_plain_steps_measure_plain_decoding_only_while_nothing_drafts(sched, busy):
     sched.adaptive.should_draft = lambda rid, num_decoding: False
