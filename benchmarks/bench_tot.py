@@ -171,7 +171,8 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"all nodes verified in one target step (-r: children drawn with replacement); -fixed = "
         f"every round drafts (adaptive speculation off); -f32head = the draft's LM head in "
         f"float32 in the drafter (default: int8); -fixedlen = every draft 3 tokens long (default: "
-        f"each round's length chosen from measured acceptance and costs). Of E bound = tok/s / (E x plain "
+        f"each round's length chosen from measured acceptance and costs); -notrim = every draft "
+        f"verified whole (default: cut by its tokens' confidence); -b32 = 32-token KV blocks. Of E bound = tok/s / (E x plain "
         f"tok/s), E = mean acceptance length (tokens per target step): the ceiling if a verify "
         f"step cost one plain step and drafting were free. Command: `{command}`")
 
