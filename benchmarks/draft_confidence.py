@@ -23,7 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from draft_head_acceptance import PAIR, chat_ids, draft_logits, load_questions, question_prompts  # noqa: E402
+from draft_head_acceptance import (  # noqa: E402
+    PAIR, chat_ids, draft_logits, load_questions, question_prompts, target_continuation,
+)
 
 from vllm_seed.draft_model import DraftLM  # noqa: E402
 
@@ -40,11 +42,8 @@ def main(num_questions: int) -> dict:
     for question in load_questions("test")[100:100 + num_questions]:
         for kind in ("thought", "direct"):
             ids = chat_ids(tok, question_prompts(question, None, None)[kind])
+            cont, p = target_continuation(target, ids, MAX_NEW_TOKENS)
             with torch.inference_mode():
-                out = target.generate(torch.tensor([ids]), max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                      output_scores=True, return_dict_in_generate=True)
-                cont = out.sequences[0, len(ids):].tolist()
-                p = torch.softmax(torch.stack(out.scores)[:, 0], -1)
                 q = torch.softmax(draft_logits(lm, ids, cont), -1)
             agree = (q.argmax(-1) == torch.tensor(cont)).float()
             rows += zip(q.amax(-1).tolist(), agree.tolist(), torch.minimum(p, q).sum(-1).tolist())

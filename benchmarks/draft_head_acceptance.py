@@ -30,10 +30,10 @@ MAX_NEW_TOKENS = 60
 TOP_K = (2, 3, 4)
 
 
-def target_continuation(target, ids: list[int]) -> tuple[list[int], torch.Tensor]:
+def target_continuation(target, ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[int], torch.Tensor]:
     """The target's greedy continuation and its T=1 distributions p [N, V]."""
     with torch.inference_mode():
-        out = target.generate(torch.tensor([ids]), max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+        out = target.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
                               output_scores=True, return_dict_in_generate=True)
     return out.sequences[0, len(ids):].tolist(), torch.softmax(torch.stack(out.scores)[:, 0], -1)
 

@@ -42,20 +42,27 @@ def test_sampling_follows_the_target_distribution(plain_llm, seed_llm, temperatu
     assert min(pvalues) > ALPHA, pvalues
 
 
+def run_lossless_sampler(module: str, plain_llm, out, tokens: int) -> dict:
+    """Run an engine script of tests/e2e (greedy outputs, then NUM_SAMPLES samples of
+    ``tokens`` tokens at T=0.2 and 1) and check it against plain vLLM: greedy
+    token-identical, samples of the same distribution. Returns the script's JSON."""
+    cmd = [sys.executable, "-m", module, str(out), "0.2,1", str(NUM_SAMPLES)]
+    run = run_script(cmd, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    prompts, lengths = greedy_workload(12)
+    assert result["greedy"] == greedy(plain_llm, prompts, lengths)
+    for t in (0.2, 1.0):
+        plain = sample_tokens(plain_llm, t, NUM_SAMPLES, seed0=0, tokens=tokens)
+        pvalues = two_sample_pvalues(plain, result[f"samples_{t:g}"])
+        assert min(pvalues) > ALPHA, (t, pvalues)
+    return result
+
+
 def test_drafts_verified_after_their_branch_decoded_meanwhile_are_lossless(plain_llm, tmp_path):
     """Every draft one step late (tests/e2e/late_sampler.py): each round, the branch decodes a
     plain token meanwhile and the rest of its draft is verified only if it begins with it."""
-    out = tmp_path / "late.json"
-    cmd = [sys.executable, "-m", "tests.e2e.late_sampler", str(out), "0.2,1", str(NUM_SAMPLES)]
-    run = run_script(cmd, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    late = json.loads(out.read_text())
-    prompts, lengths = greedy_workload(12)
-    assert late["greedy"] == greedy(plain_llm, prompts, lengths)
-    for t in (0.2, 1.0):
-        plain = sample_tokens(plain_llm, t, NUM_SAMPLES, seed0=0, tokens=LATE_TOKENS)
-        pvalues = two_sample_pvalues(plain, late[f"samples_{t:g}"])
-        assert min(pvalues) > ALPHA, (t, pvalues)
+    late = run_lossless_sampler("tests.e2e.late_sampler", plain_llm, tmp_path / "late.json", LATE_TOKENS)
     # The path under test ran: drafts were caught up, and no branch was held back. At T=1 this
     # pair's draft rarely begins with the target's sampled token (far less often than at T=0.2
     # in the run that set these bounds), so T=0.2 is the temperature with power here.
@@ -68,17 +75,7 @@ def test_drafts_cut_by_confidence_are_lossless(plain_llm, tmp_path):
     """Drafts cut before their first token the draft is not sure enough of
     (tests/e2e/trim_sampler.py): verified in part, or not at all (a plain
     step). Greedy stays token-identical; at T > 0 the target's distribution."""
-    out = tmp_path / "trim.json"
-    cmd = [sys.executable, "-m", "tests.e2e.trim_sampler", str(out), "0.2,1", str(NUM_SAMPLES)]
-    run = run_script(cmd, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    trim = json.loads(out.read_text())
-    prompts, lengths = greedy_workload(12)
-    assert trim["greedy"] == greedy(plain_llm, prompts, lengths)
-    for t in (0.2, 1.0):
-        plain = sample_tokens(plain_llm, t, NUM_SAMPLES, seed0=0, tokens=TRIM_TOKENS)
-        pvalues = two_sample_pvalues(plain, trim[f"samples_{t:g}"])
-        assert min(pvalues) > ALPHA, (t, pvalues)
+    trim = run_lossless_sampler("tests.e2e.trim_sampler", plain_llm, tmp_path / "trim.json", TRIM_TOKENS)
     for cuts in (trim["greedy_cuts"], trim["cuts_0.2"], trim["cuts_1"]):  # the paths under test ran
         assert min(cuts.values()) > 20, cuts
 
