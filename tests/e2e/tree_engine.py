@@ -21,7 +21,9 @@ def cached_but_last_token(llm) -> list[list[int]]:
 
     block = llm.llm_engine.vllm_config.cache_config.block_size
     prompt = {"prompt_token_ids": list(range(100, 101 + block))}
-    params = SamplingParams(temperature=1.0, max_tokens=8, seed=1)
+    # ignore_eos: every reply is 8 tokens unless a step failed. SEED's sampled path (adaptive
+    # lengths and cuts follow measured timings) may draw the end of text earlier.
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=1, ignore_eos=True)
     llm.generate([prompt], params, use_tqdm=False)  # caches its full block
     return [list(o.outputs[0].token_ids) for o in llm.generate([prompt, prompt], params, use_tqdm=False)]
 
