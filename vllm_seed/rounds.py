@@ -19,10 +19,7 @@ Vocabulary (used everywhere in vllm-seed):
   other work to do. If it should land during the step (chain drafts, the
   default), its branch decodes a plain token meanwhile, and the draft is
   then verified from the token after the ones decoded meanwhile if it begins
-  with them (``catch_up``), else dropped. So does a branch whose first
-  draft job is in flight (**warming**): its drafter prefills the whole
-  prompt, which takes longer than the few new tokens of later rounds, and
-  the target does not wait for that. Otherwise the branch is **held
+  with them (``catch_up``), else dropped. Otherwise the branch is **held
   back**: left out of the step (it keeps its KV blocks) until its draft
   lands. When no step has work without the drafts in flight, the scheduler
   blocks on the next draft.
@@ -58,8 +55,6 @@ class Branch:
     group: str | None = None
     state: State = State.IDLE
     late_tokens: int = 0  # plain tokens it may decode while its draft is in flight: those drafted extra
-    drafted: bool = False  # a draft job was sent for it: its drafter holds its prompt
-    warming: bool = False  # its first draft job is in flight: the drafter prefills its whole prompt
 
 
 @dataclass
@@ -159,9 +154,8 @@ class SeedRounds:
         return branch
 
     def to_dispatch(self, req_ids, down: set[int] = frozenset()) -> dict[int, list[str]]:
-        """Idle branches among ``req_ids``, grouped by drafter; now DRAFTING
-        (``warming`` if it is the branch's first job). Branches of a drafter
-        that is ``down`` decode plainly this step."""
+        """Idle branches among ``req_ids``, grouped by drafter; now DRAFTING.
+        Branches of a drafter that is ``down`` decode plainly this step."""
         jobs: dict[int, list[str]] = {}
         for req_id in req_ids:
             branch = self.branches.get(req_id)
@@ -172,7 +166,6 @@ class SeedRounds:
                 self.stats.plain_fallbacks += 1
             else:
                 branch.state = State.DRAFTING
-                branch.warming, branch.drafted = not branch.drafted, True
                 jobs.setdefault(branch.drafter, []).append(req_id)
         return jobs
 

@@ -91,7 +91,7 @@ class SeedScheduler(Scheduler):
             stats.gate_shut_steps += 1
         self._dispatch(decoding, num_decoding=len(decoding))
         verify, held = self.rounds.plan(decoding)
-        if held:
+        if held and not self._can_admit():
             verify, held = self._wait_for_drafts(decoding, verify, held)
         drafts = self._inject(verify, held, len(decoding))
         late = [rid for rid in held if self._lands_during_step(rid, len(decoding))]
@@ -244,31 +244,18 @@ class SeedScheduler(Scheduler):
         Only ready drafts to verify: each target step pays a fixed cost, so
         verifying them now and the late ones a step later costs that fixed
         cost again; waiting costs less if the held drafts land sooner (on CPU
-        a step's fixed cost is ~45 ms and a draft call ~20 ms). Other work to
-        run (plain decodes, prefills, a request to admit): the step runs
-        anyway, and a branch held back from it loses the whole step, so wait
-        while that costs less than the held branches' share of the step: the
-        step's time (the target's step-cost fit, a plain step of the decoding
-        branches: a prefill only adds to it) times held over decoding
-        branches. Branches that decode meanwhile (``_lands_during_step``,
-        warming ones too) lose nothing: they are not waited for. When a ToT request
-        arrives while every branch drafts, its prefill step would otherwise
-        hold all of them back."""
-        lose = [rid for rid in held if not self._lands_during_step(rid, len(decoding))]
-        idle = not self._can_admit() and len(lose) == len(held)
-        if idle and len(held) == len(self.running):
+        a step's fixed cost is ~45 ms and a draft call ~20 ms). Plain decodes
+        or prefills to run: the step now does real work; no wait."""
+        if len(held) == len(self.running):
             self._admit(timeout_s=self.seed_config.max_wait_ms / 1000)
             return self.rounds.plan(decoding)
-        if idle and len(verify) + len(held) == len(self.running):
-            budget = self.adaptive.fixed_step_s()
-        else:
-            step_s = self.adaptive.steps.predict(len(decoding))
-            budget = None if step_s is None else step_s * len(lose) / len(decoding)
-        lands = [self.pool.time_left(self.rounds.branches[rid].drafter) for rid in lose]
-        if budget is None or not lands or None in lands or max(lands) >= budget:
+        if len(verify) + len(held) < len(self.running):
             return verify, held
-        deadline = self.rounds.clock() + budget  # waiting longer than this would not pay
-        while set(held) & set(lose) and (left := deadline - self.rounds.clock()) > 0:
+        fixed, land = self.adaptive.fixed_step_s(), self.pool.time_to_land()
+        if fixed is None or land is None or land >= fixed:
+            return verify, held
+        deadline = self.rounds.clock() + fixed  # waiting longer than this would not pay
+        while held and (left := deadline - self.rounds.clock()) > 0:
             self._admit(timeout_s=left)
             verify, held = self.rounds.plan(decoding)
         return verify, held
@@ -303,14 +290,9 @@ class SeedScheduler(Scheduler):
         (``_late_tokens``), as more would leave less than its draft length
         to verify. The step is at least a plain one of the decoding branches
         (the target's step-cost fit)."""
-        branch = self.rounds.branches[rid]
-        if not self.late_decode:
+        if not self.late_decode or self.rounds.branches[rid].late_tokens <= 0:
             return False
-        if branch.warming:  # the drafter prefills its prompt: no wait for that
-            return True
-        if branch.late_tokens <= 0:
-            return False
-        left = self.pool.time_left(branch.drafter)
+        left = self.pool.time_left(self.rounds.branches[rid].drafter)
         step_s = self.adaptive.steps.predict(num_decoding)
         return left is not None and step_s is not None and left <= step_s
 

@@ -70,18 +70,6 @@ def test_step_done_makes_verified_branches_idle_for_the_next_round():
     assert rounds.to_dispatch(["x"]) == {0: ["x"]}
 
 
-def test_only_a_branchs_first_draft_job_is_warming():
-    rounds = SeedRounds(num_drafters=1)
-    rounds.add("x", None)
-    rounds.to_dispatch(["x"])
-    assert rounds.branches["x"].warming  # its drafter prefills the whole prompt
-    rounds.admit([batch(0, ["x"], 1.0)])
-    rounds.take("x")
-    rounds.step_done(["x"])
-    rounds.to_dispatch(["x"])
-    assert not rounds.branches["x"].warming  # the few tokens since the last round
-
-
 def test_requeued_draft_goes_to_the_front():
     rounds = SeedRounds(num_drafters=1)
     for r in ("x", "y"):

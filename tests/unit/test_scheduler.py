@@ -123,20 +123,6 @@ def held_sched(random_llama_dir):
     return make_scheduler(random_llama_dir, late_drafts="hold")
 
 
-def warm(sched):
-    """The drafters hold every new branch's prompt already: its first draft
-    job is a round like any other, not ``warming`` (rounds.py)."""
-    add_branch = sched.rounds.add
-
-    def add_warm(*args, **kwargs):
-        branch = add_branch(*args, **kwargs)
-        branch.drafted = True
-        return branch
-
-    sched.rounds.add = add_warm
-    return sched
-
-
 def test_round_holds_back_verifies_fcfs_and_rolls_back(held_sched):
     sched = held_sched
     pool = sched.pool
@@ -196,7 +182,6 @@ def test_engine_phases_partition_the_wall_time_of_the_steps(held_sched):
 def two_drafting_branches(sched, land, paused=()):
     """a and b (and the ``paused`` ones, plainly) decode after their prefill;
     a's draft is ready, b's lands in ``land`` s; a step's fixed cost is 45 ms."""
-    warm(sched)
     sched.adaptive.should_draft = lambda rid, num_decoding: rid not in paused
     for tokens in (2, 8, 2, 8, 2, 8):
         sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
@@ -215,34 +200,6 @@ def test_a_ready_draft_waits_for_drafts_that_land_within_a_step_fixed_cost(sched
     out = step(sched, {})
     assert list(out.scheduled_spec_decode_tokens) == ["a", "b"]  # one step, not two
     assert sched.pool.timeouts[-1] == pytest.approx(0.045, abs=0.01)  # it blocked, 45 ms at most
-
-
-@pytest.mark.parametrize("land", [0.02, 0.06])
-def test_a_request_arriving_while_every_branch_drafts_waits_for_drafts_due_within_the_step(sched, land):
-    """A ToT request arrives while a and b draft: the step runs for its prefill
-    anyway, and a branch held back from it loses the whole step; waiting for
-    drafts due within a plain step of the two (51 ms) costs less."""
-    warm(sched)
-    for tokens in (2, 8, 2, 8, 2, 8):
-        sched.adaptive.step_done(tokens, 0.045 + 0.003 * tokens)
-    add(sched, "a")
-    add(sched, "b")
-    step(sched, {})  # prefill; then both draft, no token longer: nothing else was to run
-    assert [job.num_draft for _, jobs in sched.pool.jobs for job in jobs] == [3, 3]
-    finish(sched.pool, 0, ["a"], at=1.0)
-    finish(sched.pool, 1, ["b"], at=1.01)
-    sched.pool.later, sched.pool.ready = sched.pool.ready, []
-    sched.pool.land = land
-    add(sched, "c", prompt=(4, 5, 6))
-    out = step(sched, {})
-    if land < 0.051:  # waited: both verified alongside c's prefill
-        assert out.num_scheduled_tokens == {"a": 4, "b": 4, "c": 3}
-        assert sched.pool.timeouts[-1] == pytest.approx(0.051, abs=0.005)
-        assert sched.rounds.stats.held_back_steps == 0
-    else:  # due after the step: held back, no wait
-        assert out.num_scheduled_tokens == {"c": 3}
-        assert max(sched.pool.timeouts) == 0
-        assert sched.rounds.stats.held_back_steps == 2
 
 
 @pytest.mark.parametrize("land, paused", [(0.06, ()), (0.02, ("c",))])
@@ -271,7 +228,6 @@ def measured(sched, call_s, left_s=None):
 def late_branch(sched, temperature=0.0):
     """b drafts while a, paused, decodes plainly: the steps run without waiting
     for b's draft, which lands within a step."""
-    warm(sched)
     measured(sched, call_s=0.02, left_s=0.01)
     sched.adaptive.should_draft = lambda rid, num_decoding: rid != "a"
     add(sched, "a", temperature=temperature)
@@ -298,34 +254,6 @@ def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(sch
     assert (b.accepted, b.rejected) == (1 + 2, 1)
     # Verified: b drafts again at once, from its new context.
     assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 8, 12, 13, 99]
-
-
-def test_a_new_branch_decodes_while_its_drafter_prefills_its_prompt_then_catches_up(sched):
-    """A branch's first draft job makes its drafter prefill the whole prompt:
-    the target neither waits for it nor holds the branch back. The branch
-    decodes meanwhile, however many steps that takes, and the draft, once in,
-    is verified from the tokens decoded meanwhile on (rounds.catch_up)."""
-    add(sched, "a")
-    add(sched, "b")
-    step(sched, {})  # prefill: both sample 7 and send their first jobs, to drafters 0 and 1
-    assert [rid for _, jobs in sched.pool.jobs for rid in (j.req_id for j in jobs)] == ["a", "b"]
-    assert sched.rounds.branches["a"].warming and sched.rounds.branches["b"].warming
-    assert step(sched, {"a": [8], "b": [8]}).num_scheduled_tokens == {"a": 1, "b": 1}
-    assert step(sched, {"a": [9], "b": [5]}).num_scheduled_tokens == {"a": 1, "b": 1}
-    assert max(sched.pool.timeouts) == 0  # never blocked
-    finish(sched.pool, 0, ["a"], at=1.0, tokens=(8, 9, 12))
-    finish(sched.pool, 1, ["b"], at=1.0, tokens=(8, 9, 12))
-    out = step(sched, {"a": [12, 13]})
-    assert out.scheduled_spec_decode_tokens == {"a": [12]}  # a's draft began with 8, 9
-    assert list(sched.requests["a"].output_token_ids) == [7, 8, 9, 12, 13]
-    # b's did not: dropped, b drafts again from where it is, a round like any other, held for it.
-    assert out.num_scheduled_tokens == {"a": 2}
-    job = sched.pool.jobs[-2][1][0]
-    assert (job.req_id, job.token_ids) == ("b", [1, 2, 3, 7, 8, 5])
-    assert not sched.rounds.branches["b"].warming
-    stats = sched.rounds.stats
-    assert (stats.late_steps, stats.late_drafts_verified, stats.late_drafts_dropped, stats.held_back_steps) == (
-        4, 1, 1, 1)
 
 
 def test_a_branch_decodes_meanwhile_no_more_tokens_than_its_draft_was_made_longer_for(sched):
@@ -389,7 +317,6 @@ def test_a_prompt_cached_but_for_its_last_token_gets_no_placeholder_draft(sched)
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
     from vllm.v1.request import Request
 
-    warm(sched)  # a's draft keeps it out of the step
     init_none_hash(sha256)
     hasher = get_request_block_hasher(BLOCK, sha256)
     prompt = list(range(1, BLOCK + 2))  # one full block, cached once "a" has run, + 1 token
@@ -551,7 +478,6 @@ def test_a_shut_gate_counts_its_steps(sched):
 
 
 def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
-    warm(sched)
     sched.adaptive.should_draft = lambda rid, num_decoding: rid != "a"
     add(sched, "a")
     add(sched, "b")
@@ -566,7 +492,6 @@ def test_a_branch_longer_than_the_draft_context_decodes_plainly(sched):
     from vllm_seed.rounds import State
 
     # Room for 3 + 1 prompt/output tokens and 4 drafted (3, and 1 to decode meanwhile), not for 4 + 1.
-    warm(sched)
     sched.draft_max_len = 9
     add(sched, "long", prompt=(1, 2, 3, 4))
     add(sched, "short")
