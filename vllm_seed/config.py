@@ -108,10 +108,8 @@ class SeedConfig:
     recent call time and the target's measured step cost), the branch decodes
     a plain token meanwhile, and the draft is then verified from the token
     after it if it begins with that token (rounds.catch_up), else dropped; a
-    draft due later would be left behind, so its branch is held back; a
-    branch's first draft (its drafter prefills the whole prompt) is never
-    waited for: the branch decodes meanwhile until it lands. "hold": the
-    branch is held out of the step until its draft lands. Left out:
+    draft due later would be left behind, so its branch is held back. "hold":
+    the branch is held out of the step until its draft lands. Left out:
     "decode" for chains, "hold" for token trees (the rest of a tree is not a
     tree of the configured shape)."""
 
