@@ -114,6 +114,9 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
 # without (or with, -r) replacement;
+# plain-sync-b32: plain-b32 with vLLM's async scheduling off (--no-async-scheduling), as
+#   vLLM turns it off for any custom_class speculation, SEED's included: to measure what
+#   that alone costs;
 # NAME-b32: NAME with 32-token KV blocks (CPU default 128; prefix-cache hits come in
 #   whole blocks, so a ToT node's sibling branches share more of their prompt).
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
@@ -140,6 +143,8 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
                                  "seed-d1-notrim")})
+CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
+                                    args=("--block-size", "32", "--no-async-scheduling"))
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

@@ -37,7 +37,13 @@ def test_config_names():
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
                              "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
                              "seed-d1-hold-b32", "seed-d1-nice15-b32",
-                             "seed-d1-nogate-b32", "seed-d1-notrim-b32"]
+                             "seed-d1-nogate-b32", "seed-d1-notrim-b32", "plain-sync-b32"]
+
+
+def test_plain_sync_is_plain_without_async_scheduling():
+    config = CONFIGS["plain-sync-b32"]
+    assert (config.speculative, config.seed) == (None, None)
+    assert server_argv(config, PAIR, 8001)[-3:] == ["--block-size", "32", "--no-async-scheduling"]
 
 
 def test_b32_configs_add_the_block_size():
