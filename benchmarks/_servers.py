@@ -114,9 +114,9 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
 # without (or with, -r) replacement;
-# plain-sync-b32: plain-b32 with vLLM's async scheduling off (--no-async-scheduling), as
-#   vLLM turns it off for any custom_class speculation, SEED's included: to measure what
-#   that alone costs;
+# plain-sync-b32: plain-b32 with --no-async-scheduling, as vLLM runs custom_class
+#   speculation (SEED's) on GPU builds; its CPU platform turns async scheduling off for
+#   every server, so on CPU this is plain-b32's engine: an A/A row for the noise;
 # NAME-b32: NAME with 32-token KV blocks (CPU default 128; prefix-cache hits come in
 #   whole blocks, so a ToT node's sibling branches share more of their prompt).
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]

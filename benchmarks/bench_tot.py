@@ -172,7 +172,7 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"every round drafts (adaptive speculation off); -f32head = the draft's LM head in "
         f"float32 in the drafter (default: int8); -fixedlen = every draft 3 tokens long (default: "
         f"each round's length chosen from measured acceptance and costs); -notrim = every draft "
-        f"verified whole (default: cut by its tokens' confidence); plain-sync = plain with vLLM's async scheduling off, as for SEED; -b32 = 32-token KV blocks. Of E bound = tok/s / (E x plain "
+        f"verified whole (default: cut by its tokens' confidence); plain-sync = plain with --no-async-scheduling (vLLM turns it off for custom_class speculation; its CPU platform, for every server); -b32 = 32-token KV blocks. Of E bound = tok/s / (E x plain "
         f"tok/s), E = mean acceptance length (tokens per target step): the ceiling if a verify "
         f"step cost one plain step and drafting were free. Command: `{command}`")
 
