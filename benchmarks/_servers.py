@@ -144,7 +144,7 @@ CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=(
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
                                  "seed-d1-notrim")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
-                                    args=("--block-size", "32", "--no-async-scheduling"))
+                                    args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

@@ -30,7 +30,9 @@ MAX_NEW_TOKENS = 60
 TOP_K = (2, 3, 4)
 
 
-def target_continuation(target, ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[int], torch.Tensor]:
+def target_continuation(
+    target, ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS
+) -> tuple[list[int], torch.Tensor]:
     """The target's greedy continuation and its T=1 distributions p [N, V]."""
     with torch.inference_mode():
         out = target.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
