@@ -8,6 +8,7 @@ the tokens one target forward yields per request, bonus token included.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from typing import Iterable, Mapping
@@ -114,6 +115,26 @@ def spread(values: Iterable[float]) -> dict | None:
     if not values:
         return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def median_interval(values: Iterable[float], confidence: float = 0.95) -> dict | None:
+    """Median of the values with a distribution-free confidence interval for it.
+
+    The interval is [x_(j), x_(n+1-j)] of the sorted values, with the largest j whose coverage
+    1 - 2 P(Binomial(n, 1/2) < j) is at least `confidence` (the sign test's interval: it
+    assumes only independent values). {"median", "low", "high", "coverage", "n"}; low and high
+    are None when n is too small for that confidence (n < 6 at 95%)."""
+    values = sorted(values)
+    n = len(values)
+    if not n:
+        return None
+    tail, j = 0.0, 0  # tail = P(Binomial(n, 1/2) < j + 1), grown while j + 1 still qualifies
+    while j < n // 2 and 1 - 2 * (tail + math.comb(n, j) / 2**n) >= confidence:
+        tail += math.comb(n, j) / 2**n
+        j += 1
+    low, high = (values[j - 1], values[n - j]) if j else (None, None)
+    return {"median": statistics.median(values), "low": low, "high": high,
+            "coverage": 1 - 2 * tail if j else None, "n": n}
 
 
 SEED_PREFIX = "vllm_seed:"

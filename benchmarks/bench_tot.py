@@ -4,7 +4,8 @@ Starts every configured `vllm serve` at once (plain, stock draft-model SD with k
 with 1..3 drafters), runs GSM8K ToT (3 thoughts, 1 step, 1 state, 100 tokens, fixed seed) in
 two modes -- latency: one ToT at a time; throughput: many ToTs at once -- at each temperature,
 and alternates configs inside every repetition so drift hits them all alike. Output tokens/s,
-speedup vs plain, spec-decode acceptance (/metrics deltas), TTFT/TPOT (streamed probe), peak
+speedup vs plain (ratio of medians, and per-rep paired ratios with a 95% interval),
+spec-decode acceptance (/metrics deltas), TTFT/TPOT (streamed probe), peak
 RSS and ToT accuracy go to benchmarks/results/bench_tot_<pair>.json, a PNG and a markdown table.
 
     python benchmarks/bench_tot.py --quick          # CI smoke: < 4 min on 2 CPU cores
@@ -165,7 +166,9 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"{' (ignore_eos: every reply exactly that long)' if args.ignore_eos else ''}, "
         f"seed {args.seed}; "
         f"latency = {args.latency_problems} questions one ToT at a time, throughput = "
-        f"{args.throughput_tots} ToTs at once; {args.reps} alternating reps, median (min–max). "
+        f"{args.throughput_tots} ToTs at once; {args.reps} alternating reps, median (min–max); "
+        f"paired ratio = median over reps of tok/s / the baseline's tok/s in the same rep, "
+        f"with the sign test's distribution-free 95% interval (from 6 reps). "
         f"Baseline: plain (no speculative decoding); {STOCK_NOTE}. SEED: seed-dN = chain drafts "
         f"k=3 with N drafters; seed-tK1K2K3 = one drafter, MCSD token tree k_config=(K1, K2, K3), "
         f"all nodes verified in one target step (-r: children drawn with replacement); -fixed = "
@@ -243,7 +246,7 @@ def write_results(args, servers, order, records, command, elapsed) -> None:
 
 def summary_line(stem: str, rows: list[dict], elapsed: float, path: Path) -> str:
     ok = [r for r in rows if r["tokens_per_s"]]
-    fast = [r for r in ok if r["config"] != "plain" and r["speedup_vs_plain"]]
+    fast = [r for r in ok if r["config"] != r["baseline"] and r["speedup_vs_plain"]]
     best = max(fast, key=lambda r: r["speedup_vs_plain"], default=None)
     best_text = (f"best vs plain: {best['config']} {best['speedup_vs_plain']:.2f}x "
                  f"(T={best['temperature']:g}, {best['mode']})" if best else "no speedup row")

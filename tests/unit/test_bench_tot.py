@@ -139,15 +139,57 @@ def test_rows_median_speedup_acceptance_and_error_row():
     assert sd["ttft_s"] == pytest.approx(0.2) and sd["accuracy"] == pytest.approx(1 / 3)
     assert seed["error"] == "exited with code 1" and seed["tokens_per_s"] is None
     table = markdown_table(rows).splitlines()
+    assert table[0].startswith("| config | T | mode | output tok/s, median (min–max) "
+                               "| speedup vs plain | paired ratio")
     assert table[2].startswith(
-        "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | – | 200 |")
+        "| plain | 0 | latency | 11.0 (10.0–12.0) | 1.00× | – | – | – | – | 200 |")
+    # Paired per rep: 20/10, 33/12, 22/11 -> median 2.00; 3 pairs are too few for a 95% CI.
     assert table[3].startswith(
-        "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 1.50 | 0.50 | 133% | 200 |")
+        "| sd-k1 | 0 | latency | 22.0 (20.0–33.0) | 2.00× | 2.00 (n=3) | 1.50 | 0.50 | 133% | 200 |")
     assert sd["prefix_cache_hit_rate"] == pytest.approx(30 / 300)  # summed over repetitions
     assert table[3].endswith("| 10.0 | 10% | – | 0.33 |")
     assert table[4].startswith("| seed-d1 | 0 | latency | error: exited with code 1 |")
     assert table[4].count("|") == table[3].count("|")
     assert profile_table(rows) == ""  # no SEED counters in these records
+
+
+def test_paired_ratios_pair_each_rep_with_the_baselines_and_skip_errors():
+    order = run_order(8, [0.0], ["latency"], ["plain-b32", "seed-d1-b32"])
+    plain = [10.0, 20.0, 10.0, 20.0, 10.0, 20.0, 10.0, 20.0]  # drifts between two speeds
+    seed = [9.5, 19.0, 9.5, 19.0, 9.5, 19.0, 9.5, 19.0]  # always 0.95x of its pair
+    records = [record("plain-b32", r, tps) for r, tps in enumerate(plain)]
+    records += [record("seed-d1-b32", r, tps) for r, tps in enumerate(seed)]
+    records[7] = record("plain-b32", 7, 0, error="timeout")  # rep 7 has no pair
+    rows = build_rows(records, order, {})
+    assert [r["baseline"] for r in rows] == ["plain-b32", "plain-b32"]
+    ratio = rows[1]["paired_ratio"]
+    assert ratio["n"] == 7 and ratio["median"] == pytest.approx(0.95)
+    assert (ratio["low"], ratio["high"]) == (pytest.approx(0.95), pytest.approx(0.95))
+    # The ratio of medians mixes the two speeds (plain's 7 reps have median 10, SEED's 8 have
+    # 14.25): it says 1.43x where every pair says 0.95x.
+    assert rows[1]["speedup_vs_plain"] == pytest.approx(14.25 / 10.0)
+    table = markdown_table(rows).splitlines()
+    assert "| speedup vs plain-b32 |" in table[0]
+    assert "| 1.43× | 0.95 [0.95, 0.95] |" in table[3]
+
+
+def test_baseline_is_plain_else_the_first_plain_variant():
+    from _report import baseline
+
+    assert baseline(["seed-d1", "plain-b32", "plain", "sd-k1"]) == "plain"
+    assert baseline(["seed-d1-b32", "plain-sync-b32", "plain-b32"]) == "plain-sync-b32"
+    assert baseline(["seed-d1", "sd-k1"]) is None
+
+
+def test_median_interval_is_the_sign_tests_order_statistics():
+    from _metrics import median_interval
+
+    # n = 10: [x(2), x(9)] covers 1 - 2 * 11/1024; [x(3), x(8)] would cover only 89%.
+    ten = median_interval([7, 1, 9, 3, 5, 2, 8, 10, 4, 6])
+    assert ten == {"median": 5.5, "low": 2, "high": 9, "coverage": 1 - 22 / 1024, "n": 10}
+    assert median_interval(range(1, 7))["coverage"] == 1 - 2 / 64  # n = 6: [min, max]
+    assert median_interval([1, 2, 3, 4, 5])["low"] is None  # [min, max] covers only 94%
+    assert median_interval([]) is None
 
 
 def test_profile_table_sums_seed_counters_over_repetitions():
