@@ -91,6 +91,13 @@ class SeedConfig:
     draft is verified whole. Lossless: whether token i is kept depends only
     on the tokens before it and on the distribution it was drawn from."""
 
+    disable_by_batch_size: int | None = None
+    """No branch starts a draft while more than this many branches decode
+    (vLLM V0's ``speculative_disable_by_batch_size``): where a deployment
+    knows the load beyond which speculation does not pay, it need not be
+    measured, nor its judging rounds paid (adaptive.py). Drafts in flight
+    are still verified. Left out: no limit, adaptive speculation decides."""
+
     k_config: tuple[int, ...] = field(default=())
     """Token-tree shape (MCSD, see tree.py): node at level d-1 gets k_d
     children, e.g. ``[2, 2, 1]``; verified in one target step. Empty (or all
@@ -117,6 +124,8 @@ class SeedConfig:
         _require_int("num_speculative_tokens", self.num_speculative_tokens, 1, 16)
         _require_int("num_drafters", self.num_drafters, 1, max_drafters())
         _require_int("draft_threads", self.draft_threads, 1, os.cpu_count() or 1)
+        if self.disable_by_batch_size is not None:
+            _require_int("disable_by_batch_size", self.disable_by_batch_size, 1, 1 << 20)
         _require_positive("max_wait_ms", self.max_wait_ms)
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:

@@ -264,13 +264,15 @@ class SeedScheduler(Scheduler):
         k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
         if num_decoding is None:
             num_decoding = self._num_decoding()
+        limit = self.seed_config.disable_by_batch_size
+        over_limit = limit is not None and num_decoding > limit
         for rid in req_ids:
             branch = self.rounds.branches.get(rid)
             if branch is None or branch.state is not State.IDLE:
                 continue
             if self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
-            elif not self.adaptive.should_draft(rid, num_decoding):
+            elif over_limit or not self.adaptive.should_draft(rid, num_decoding):
                 self.rounds.pause(rid)
         jobs = self.rounds.to_dispatch(req_ids, self.pool.down)
         dispatched = {rid for rids in jobs.values() for rid in rids}

@@ -38,6 +38,8 @@ def test_defaults_round_trip(random_llama_dir):
         ({"gate": 0}, "gate=0 must be true or false"),
         ({"trim": "yes"}, "trim='yes' must be true or false"),
         ({"draft_head": "fp16"}, "draft_head='fp16' must be one of ['int8', 'float32']"),
+        ({"disable_by_batch_size": 0}, "disable_by_batch_size=0 must be an integer in [1,"),
+        ({"disable_by_batch_size": 4.5}, "disable_by_batch_size=4.5 must be an integer"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
         ({"late_drafts": "wait"}, "late_drafts='wait' must be one of ['decode', 'hold']"),
         ({"k_config": [2, 2, 1], "late_drafts": "decode"},

@@ -488,6 +488,23 @@ def test_a_paused_branch_decodes_plainly_instead_of_waiting(sched):
     assert sched.rounds.stats.paused_steps == 2  # after the prefill, and after this step
 
 
+def test_no_branch_drafts_while_more_than_disable_by_batch_size_decode(random_llama_dir):
+    from vllm.v1.request import RequestStatus
+
+    sched = make_scheduler(random_llama_dir, disable_by_batch_size=2)
+    sched.adaptive.should_draft = lambda rid, num_decoding: True
+    for rid in "abc":
+        add(sched, rid)
+    step(sched, {})  # the prefills; then 3 decode, more than 2: no draft
+    assert sched.pool.jobs == []
+    out = step(sched, {})
+    assert out.num_scheduled_tokens == {"a": 1, "b": 1, "c": 1} and sched.pool.jobs == []
+    assert sched.rounds.stats.paused_steps == 6
+    sched.finish_requests("c", RequestStatus.FINISHED_ABORTED)
+    step(sched, {})  # 2 decode: within the limit, they draft
+    assert sorted(j.req_id for _, jobs in sched.pool.jobs for j in jobs) == ["a", "b"]
+
+
 def test_a_branch_longer_than_the_draft_context_decodes_plainly(sched):
     from vllm_seed.rounds import State
 
