@@ -128,7 +128,7 @@ def median_interval(values: Iterable[float], confidence: float = 0.95) -> dict |
     n = len(values)
     if not n:
         return None
-    tail, j = 0.0, 0  # tail = P(Binomial(n, 1/2) < j + 1), grown while j + 1 still qualifies
+    tail, j = 0.0, 0  # tail = P(Binomial(n, 1/2) < j); j grows while j + 1 still has the coverage
     while j < n // 2 and 1 - 2 * (tail + math.comb(n, j) / 2**n) >= confidence:
         tail += math.comb(n, j) / 2**n
         j += 1
