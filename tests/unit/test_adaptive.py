@@ -1,6 +1,8 @@
 """Adaptive speculation with a fake clock: drafting stops where it does not pay
 and resumes when it does."""
 
+import random
+
 import pytest
 
 from vllm_seed.adaptive import (
@@ -13,6 +15,7 @@ from vllm_seed.adaptive import (
     ConfidenceModel,
     expected_tokens,
 )
+import vllm_seed.gate as gate_module
 from vllm_seed.gate import GATE_MIN_OFF, GATE_STEPS
 
 L = 3
@@ -333,6 +336,37 @@ def test_the_gate_stays_open_while_speculation_wins():
     speculate(ad, 4 * GATE_STEPS, emitted=10, seconds=0.020)  # 10 tokens per 20 ms vs 8
     assert ad.gate(4).gain() == pytest.approx(1.25)
     assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
+
+
+def shut_share(p_hit, num_steps=3000, seeds=range(5)):
+    """Steps of 4 branches in 20 ms, each emitting 14 tokens (a hit,
+    probability ``p_hit``) or 4 (no draft accepted), against plain decoding
+    at 2.5 ms a token (gain 0.2 + 2.5 p_hit): the share of steps with the
+    gate shut."""
+    shut = 0
+    for seed in seeds:
+        ad, _ = gated()
+        gate, rng = ad.gate(4), random.Random(seed)
+        for _ in range(num_steps):
+            ad.tick()
+            ad.speculative_step(4, 14 if rng.random() < p_hit else 4, 0.020)
+            shut += gate.shut > 0
+    return shut / (num_steps * len(seeds))
+
+
+def test_the_gate_stays_open_while_noisy_speculation_wins(monkeypatch):
+    """Gain 1.1, judged at every step: the window's gain dips below 1 now and
+    then, but not beyond the noise. The gain alone would shut it often."""
+    assert shut_share(p_hit=0.48) < 0.06
+    monkeypatch.setattr(gate_module, "GATE_Z", 0.0)  # the gain alone decides
+    assert shut_share(p_hit=0.48) > 0.3
+
+
+def test_the_gate_shuts_when_noisy_speculation_loses():
+    """Gain 0.88 and 0.8 with the same noise: shut most of the time (the
+    judging windows between shuttings are the rest)."""
+    assert shut_share(p_hit=0.272) > 0.75
+    assert shut_share(p_hit=0.24) > 0.85
 
 
 def test_the_gate_compares_at_the_batch_it_measured():
