@@ -146,7 +146,7 @@ class SeedConfig:
             )
         cpus = tuple(self.draft_cpus)
         object.__setattr__(self, "draft_cpus", cpus)
-        usable = sorted(os.sched_getaffinity(0))
+        usable = machine_cores()
         if any(c not in usable for c in cpus):
             raise ValueError(f"seed config: draft_cpus={list(cpus)} must be among this machine's cores {usable}")
         if not isinstance(self.k_config, (list, tuple)):
@@ -233,3 +233,15 @@ def _require_int(name: str, value, lo: int, hi: int) -> None:
 def _require_positive(name: str, value) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"seed config: {name}={value!r} must be a positive number")
+
+
+def machine_cores(cpuset: str = "/sys/fs/cgroup/cpuset.cpus.effective") -> list[int]:
+    """The cores this container may use: its cgroup's cpuset ("0-3,6"), else every
+    core. Not the process's affinity: vLLM's CPU worker, which validates the config
+    again, is bound to the cores it leaves the drafter out of."""
+    try:
+        with open(cpuset) as f:
+            spans = [part.split("-") for part in f.read().strip().split(",") if part]
+        return sorted({c for span in spans for c in range(int(span[0]), int(span[-1]) + 1)})
+    except (OSError, ValueError):
+        return list(range(os.cpu_count() or 1))

@@ -1,13 +1,14 @@
 """SeedConfig and the --speculative-plugin mapping: bad values are named."""
 
 import argparse
+import os
 
 import pytest
 
 import vllm_seed
 
 from vllm_seed.cli import apply_to_engine_args, seed_engine_overrides
-from vllm_seed.config import SeedConfig, parse_seed_config_json
+from vllm_seed.config import SeedConfig, machine_cores, parse_seed_config_json
 
 
 def config(draft, **kw):
@@ -41,6 +42,7 @@ def test_defaults_round_trip(random_llama_dir):
         ({"disable_by_batch_size": 0}, "disable_by_batch_size=0 must be an integer in [1,"),
         ({"disable_by_batch_size": 4.5}, "disable_by_batch_size=4.5 must be an integer"),
         ({"bogus": 1}, "unknown key(s) ['bogus']"),
+        ({"draft_cpus": [100_000]}, "draft_cpus=[100000] must be among this machine's cores"),
         ({"late_drafts": "wait"}, "late_drafts='wait' must be one of ['decode', 'hold']"),
         ({"k_config": [2, 2, 1], "late_drafts": "decode"},
          "late_drafts='decode' needs chain drafts, not the token tree k_config=[2, 2, 1]"),
@@ -50,6 +52,21 @@ def test_bad_values_are_named(random_llama_dir, kw, message):
     with pytest.raises(ValueError) as e:
         config(random_llama_dir, **kw)
     assert message in str(e.value)
+
+
+def test_draft_cpus_are_checked_against_the_machine_not_the_process(random_llama_dir, monkeypatch):
+    """vLLM's CPU worker validates the config again while bound to the cores it
+    leaves the drafter out of: a drafter free to use every core is still valid."""
+    cores = machine_cores()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {cores[0]})
+    assert config(random_llama_dir, draft_cpus=cores).draft_cpus == tuple(cores)
+
+
+def test_machine_cores_read_the_containers_cpuset(tmp_path):
+    cpuset = tmp_path / "cpuset.cpus.effective"
+    cpuset.write_text("0-2,5\n")
+    assert machine_cores(str(cpuset)) == [0, 1, 2, 5]
+    assert machine_cores(str(tmp_path / "absent")) == list(range(os.cpu_count()))
 
 
 def test_late_drafts_decode_meanwhile_in_chains_and_hold_in_trees(random_llama_dir):
