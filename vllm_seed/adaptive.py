@@ -248,15 +248,6 @@ class AdaptiveSpeculation:
         elif self.enabled and self.since_plain >= _CLEAN_REFRESH:
             self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
 
-    def drained(self) -> None:
-        """A step with no branch decoding: the gates' verdicts and the pauses
-        new branches inherit (``backoff``) were learned from branches that
-        are all gone. The next ones, such as a ToT's next phase (other
-        prompts, another acceptance), are judged afresh. Under steady load
-        some branch always decodes, and nothing is forgotten."""
-        self.gates.clear()
-        self.backoff.clear()
-
     def plain_step(self, num_decoding: int, seconds: float) -> None:
         """A decode step of ``num_decoding`` plain branches that took
         ``seconds`` of wall time, end to end, with no draft in flight. A step

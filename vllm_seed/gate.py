@@ -19,8 +19,6 @@ gate that pays; many branches' steps average their rounds and the test
 shuts a losing gate as fast as the gain alone would. Shut, speculation is
 off for every branch for ``GATE_MIN_OFF`` steps (doubling up to
 ``GATE_MAX_OFF`` while it keeps losing), then on again to be judged afresh.
-A step with no branch decoding forgets every gate (adaptive.drained): their
-verdicts were about branches that are all gone.
 """
 
 from __future__ import annotations

@@ -85,8 +85,6 @@ class SeedScheduler(Scheduler):
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self.meter.num_decoding = len(decoding)
-        if not decoding:
-            self.adaptive.drained()
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1
         elif decoding and self.adaptive.gate(len(decoding)).shut:

@@ -214,23 +214,6 @@ def test_new_branches_pause_as_long_as_a_vain_probe_at_their_load_while_that_las
     assert decisions == [False] * _MIN_BACKOFF + [True]
 
 
-def test_a_drained_engine_forgets_its_gates_and_the_pauses_new_branches_inherit():
-    """What the gates and vain probes learned was about branches now gone: a
-    ToT's next phase (other prompts, another acceptance) is judged afresh."""
-    ad, clock = fitted()
-    rounds(ad, clock, "a", accepted=0, round_s=0.015)
-    while not ad.should_draft("a", 1):
-        pass
-    rounds(ad, clock, "a", accepted=0, round_s=0.015, n=1)  # in vain: new branches would pause 2 x minimum
-    assert not ad.should_draft("a", 1)
-    ad.gate(1).shut = 100
-    ad.remove("a")
-    ad.drained()
-    assert ad.gate(1).shut == 0
-    decisions = [ad.should_draft("new", 1) for _ in range(_MIN_BACKOFF + 1)]
-    assert decisions == [False] * _MIN_BACKOFF + [True]  # its own estimate still pauses it
-
-
 def test_a_probe_that_pays_lets_new_branches_probe_soon_again():
     ad, clock = fitted()
     rounds(ad, clock, "a", accepted=0, round_s=0.015)
