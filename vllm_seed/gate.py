@@ -15,8 +15,9 @@ and the time it saved per step, summed over the window, lies more than
 themselves). The gain is judged at every step once the window is full, and
 a few branches' steps are noisy (an accepted draft or none): with the gain
 alone, a running estimate near 1.1 dips below 1 sooner or later and shuts a
-gate that pays; many branches' steps average their rounds and the test
-shuts a losing gate as fast as the gain alone would. Shut, speculation is
+gate that pays; many branches' steps average their rounds, the spread is
+small, and the test shuts a losing gate about as soon as the gain alone
+would. Shut, speculation is
 off for every branch for ``GATE_MIN_OFF`` steps (doubling up to
 ``GATE_MAX_OFF`` while it keeps losing), then on again to be judged afresh.
 """
