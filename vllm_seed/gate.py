@@ -17,9 +17,9 @@ a few branches' steps are noisy (an accepted draft or none): with the gain
 alone, a running estimate near 1.1 dips below 1 sooner or later and shuts a
 gate that pays; many branches' steps average their rounds, the spread is
 small, and the test shuts a losing gate about as soon as the gain alone
-would. Shut, speculation is
-off for every branch for ``GATE_MIN_OFF`` steps (doubling up to
-``GATE_MAX_OFF`` while it keeps losing), then on again to be judged afresh.
+would. Shut, speculation is off for every branch for ``GATE_MIN_OFF`` steps
+(doubling up to ``GATE_MAX_OFF`` while it keeps losing), then on again to be
+judged afresh.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ GATE_STEPS = 32  # decode steps of speculation a gate judges on
 GATE_MIN_OFF, GATE_MAX_OFF = 64, 1024  # engine steps a gate stays shut once speculation lost
 GATE_Z = 1.645  # standard errors below no gain that shut a gate: a one-sided 95% test
 _KEEP = 1.0 - 1.0 / GATE_STEPS  # decay per step of the window's sums
+_KEEP2 = _KEEP * _KEEP  # and of sums weighted by w^2
 
 
 @dataclass
@@ -39,9 +40,8 @@ class Gate:
     spec_s: float = 0.0  # decayed sums over decode steps with speculation on:
     plain_s: float = 0.0  # their wall time, and plain decoding's for their tokens
     # For the saving's standard error, with w the steps' decayed weights and d
-    # each step's saving (plain_s - wall time): sums of w, w^2, w^2 d, w^2 d^2.
-    w: float = 0.0
-    w2: float = 0.0
+    # each step's saving (plain_s - wall time): sums of w^2 d and w^2 d^2 (the
+    # sums of w and w^2 follow from ``steps``).
     w2d: float = 0.0
     w2dd: float = 0.0
     steps: int = 0  # decode steps in those sums since the gate last opened
@@ -53,9 +53,10 @@ class Gate:
 
     def z(self) -> float:
         """The window's saving (sum of w d) in standard errors: sum of w^2 (d - mean)^2."""
+        w, w2 = (1 - _KEEP**self.steps) / (1 - _KEEP), (1 - _KEEP2**self.steps) / (1 - _KEEP2)
         saved = self.plain_s - self.spec_s
-        mean = saved / self.w if self.w else 0.0
-        var = self.w2dd - 2 * mean * self.w2d + mean * mean * self.w2
+        mean = saved / w if w else 0.0
+        var = self.w2dd - 2 * mean * self.w2d + mean * mean * w2
         if var <= 1e-18:  # steps all alike: the sign decides
             return math.copysign(math.inf, saved) if saved else 0.0
         return saved / math.sqrt(var)
@@ -64,9 +65,7 @@ class Gate:
         d = plain_s - seconds
         self.spec_s = _KEEP * self.spec_s + seconds
         self.plain_s = _KEEP * self.plain_s + plain_s
-        self.w = _KEEP * self.w + 1.0
-        k2 = _KEEP * _KEEP
-        self.w2, self.w2d, self.w2dd = k2 * self.w2 + 1.0, k2 * self.w2d + d, k2 * self.w2dd + d * d
+        self.w2d, self.w2dd = _KEEP2 * self.w2d + d, _KEEP2 * self.w2dd + d * d
         self.steps += 1
         if self.steps < GATE_STEPS:
             return
@@ -79,7 +78,7 @@ class Gate:
         if self.shut:
             self.shut -= 1
             if not self.shut:  # open: judged afresh
-                self.spec_s = self.plain_s = self.w = self.w2 = self.w2d = self.w2dd = 0.0
+                self.spec_s = self.plain_s = self.w2d = self.w2dd = 0.0
                 self.steps = 0
 
 
