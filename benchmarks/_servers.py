@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from vllm_seed.config import machine_cores
 from vllm_seed.tot.client import PAIR_APIS
 
 VLLM = str(Path(sys.executable).with_name("vllm"))
@@ -145,7 +146,7 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                          seed={**_seed(1).seed, "disable_by_batch_size": n})
                                  for n in (1, 8)),
                                replace(_seed(1), name="seed-d1-anycore",
-                                       seed={**_seed(1).seed, "draft_cpus": sorted(os.sched_getaffinity(0))}),
+                                       seed={**_seed(1).seed, "draft_cpus": machine_cores()}),
                                replace(_seed(1), name="seed-d1-poll",
                                        env=(("SEED_DISABLE_PATCHES", "engine_core_draft_poll"),)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
