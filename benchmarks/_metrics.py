@@ -167,7 +167,6 @@ def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
     calls = delta.get("draft_jobs", 0.0)
     steps = delta.get("engine_steps", 0.0)
     caught_up, dropped = delta.get("late_drafts_verified", 0.0), delta.get("late_drafts_dropped", 0.0)
-    hits, misses = delta.get("ahead_hits", 0.0), delta.get("ahead_misses", 0.0)
     per_call = (lambda key: 1e3 * delta.get(key, 0.0) / calls) if calls else (lambda key: None)
     landed = delta.get("drafts_verified", 0.0) + delta.get("trimmed_drafts", 0.0)
     return {
@@ -182,8 +181,6 @@ def seed_profile(delta: Mapping[str, float], wall_s: float) -> dict | None:
         "late_per_step": delta.get("late_branch_steps", 0.0) / steps if steps else None,
         "held_per_step": delta.get("held_back_branch_steps", 0.0) / steps if steps else None,
         "late_caught_up_share": caught_up / (caught_up + dropped) if caught_up + dropped else None,
-        # Drafts drafted ahead of their branch's verification that served once it was done.
-        "ahead_hit_share": hits / (hits + misses) if hits + misses else None,
         # Landed drafts cut by confidence (adaptive.py): to nothing, and tokens cut per draft.
         "trimmed_share": delta.get("trimmed_drafts", 0.0) / landed if landed else None,
         "trimmed_per_draft": delta.get("trimmed_draft_tokens", 0.0) / landed if landed else None,

@@ -148,10 +148,9 @@ def profile_table(rows: list[dict]) -> str:
              + " | ".join(title for _, title in PROFILE_COLUMNS)
              + " | speculation off, share of steps: gate / plain window"
              " | late branches per step: decoding meanwhile / held back | late drafts caught up"
-             " | drafts drafted ahead that served"
              " | landed drafts cut by confidence: to nothing / tokens cut per draft"
              " | drafter busy | per drafter call: drafting / transfer / undelivered ms |",
-             "|---|---|---|---|" + "---|" * len(PROFILE_COLUMNS) + "---|---|---|---|---|---|---|"]
+             "|---|---|---|---|" + "---|" * len(PROFILE_COLUMNS) + "---|---|---|---|---|---|"]
     for r in rows:
         p = r.get("seed_profile")
         if not p or not p["engine_steps"]:
@@ -164,7 +163,6 @@ def profile_table(rows: list[dict]) -> str:
             + f" | {_fmt(p.get('gate_shut_share'), '.0%')} / {_fmt(p.get('plain_window_share'), '.0%')}"
             f" | {_fmt(p.get('late_per_step'), '.2f')} / {_fmt(p.get('held_per_step'), '.2f')}"
             f" | {_fmt(p.get('late_caught_up_share'), '.0%')}"
-            f" | {_fmt(p.get('ahead_hit_share'), '.0%')}"
             f" | {_fmt(p.get('trimmed_share'), '.0%')} / {_fmt(p.get('trimmed_per_draft'), '.2f')}"
             f" | {p['drafter_busy_share']:.0%} | {_fmt(call['drafting'], '.1f')} / "
             f"{_fmt(call['transfer'], '.2f')} / {_fmt(call['undelivered'], '.1f')} |")

@@ -117,8 +117,6 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # seed-d1-anycore: seed-d1 with its drafter free to run on every core of the machine
 #   (draft_cpus: all of them), the target's too, where by default it is pinned to the
 #   last core (which it shares with the engine core and the API server), to measure that;
-# seed-d1-noahead: seed-d1 drafting a branch's next round only once its draft is
-#   verified (draft_ahead off), to measure drafting ahead;
 # seed-d1-poll: seed-d1 with vLLM's per-step draft-token RPC left in (patch
 #   engine_core_draft_poll off), to measure that patch;
 # seed-tK1K2K3[-r]: one drafter, MCSD token tree k_config=(K1, K2, K3), drawn
@@ -149,8 +147,6 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                  for n in (1, 8)),
                                replace(_seed(1), name="seed-d1-anycore",
                                        seed={**_seed(1).seed, "draft_cpus": machine_cores()}),
-                               replace(_seed(1), name="seed-d1-noahead",
-                                       seed={**_seed(1).seed, "draft_ahead": False}),
                                replace(_seed(1), name="seed-d1-poll",
                                        env=(("SEED_DISABLE_PATCHES", "engine_core_draft_poll"),)),
                                *map(_seed_tree, TREES), _seed_tree((2, 2, 1), replacement=True),
@@ -158,8 +154,7 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
-                             "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore",
-                             "seed-d1-noahead")})
+                                 "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
                                     args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))
 

@@ -91,16 +91,6 @@ class SeedConfig:
     draft is verified whole. Lossless: whether token i is kept depends only
     on the tokens before it and on the distribution it was drawn from."""
 
-    draft_ahead: bool = True
-    """Chains only: while a branch's draft is verified, its drafter drafts the
-    branch's next round, assuming the whole draft accepted and guessing the
-    bonus token (the draft's likeliest next token). The next round's draft
-    serves if the verification accepted all of it and the guess was right,
-    else the branch drafts again from what was verified. A hit takes the
-    draft call off the round's critical path. Lossless: the draft is verified
-    only if its context is the branch's (rounds.catch_up). Off under vLLM's
-    async scheduling, where steps overlap."""
-
     disable_by_batch_size: int | None = None
     """No branch starts a draft while more than this many branches decode
     (vLLM V0's ``speculative_disable_by_batch_size``): where a deployment
@@ -140,7 +130,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "adaptive_length", "gate", "trim", "draft_ahead", "replacement"):
+        for name in ("adaptive", "adaptive_length", "gate", "trim", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

@@ -80,8 +80,6 @@ class Drafter:
             greedy_conf = _greedy_confidence(logits, [jobs[b] for b in active])
             for row, b in enumerate(active):
                 token, q = _sample(logits[row], jobs[b], step)
-                if step == 0 and jobs[b].guess:  # the likeliest bonus token: never verified
-                    token = int(logits[row].argmax())
                 drafted[b].append(token)
                 probs[b].append(q)
                 confidence[b].append(float(q.max()) if q is not None else float(greedy_conf[row]))

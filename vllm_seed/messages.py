@@ -16,9 +16,6 @@ class DraftJob:
     seed: int | None = None  # per-request seed: drafts are reproducible
     k_config: tuple[int, ...] = ()  # a token tree (tree.py) of depth num_draft; () = chain
     replacement: bool = False  # sampled tree children: drawn with replacement
-    # Drafted ahead (rounds.py): the first token is a guess at the token before
-    # the draft, the target's bonus token: the most likely, not sampled.
-    guess: bool = False
 
 
 @dataclass

@@ -35,9 +35,6 @@ COUNTERS = {  # RoundStats field -> (metric name, help)
     "late_steps": ("vllm_seed:late_branch_steps", "Branch-steps decoded plainly while the branch's draft was in flight."),
     "late_drafts_verified": ("vllm_seed:late_drafts_verified", "Drafts verified after their branch decoded meanwhile: they began with its tokens."),
     "late_drafts_dropped": ("vllm_seed:late_drafts_dropped", "Late drafts dropped: they did not begin with what their branch decoded meanwhile."),
-    "ahead_drafts": ("vllm_seed:ahead_drafts", "Drafts drafted ahead: while their branch's draft was verified, assuming it all accepted."),
-    "ahead_hits": ("vllm_seed:ahead_hits", "Drafts drafted ahead that served: their branch accepted all they assumed."),
-    "ahead_misses": ("vllm_seed:ahead_misses", "Drafts drafted ahead that were dropped: their branch did not accept all they assumed."),
     "trimmed_tokens": ("vllm_seed:trimmed_draft_tokens", "Draft tokens cut before verification: their confidence did not pay for their place in the step."),
     "trimmed_drafts": ("vllm_seed:trimmed_drafts", "Drafts cut to nothing by confidence: their branch decoded plainly."),
     "plain_fallbacks": ("vllm_seed:plain_fallbacks", "Draft jobs that failed or hung: one plain step each."),
@@ -102,7 +99,6 @@ def summary_line(snap: dict) -> str:
         f"held back {snap['held_back_steps']} branch-steps, "
         f"late {snap['late_steps']} branch-steps ({snap['late_drafts_verified']} drafts caught up, "
         f"{snap['late_drafts_dropped']} dropped), "
-        f"drafted ahead {snap['ahead_drafts']} ({snap['ahead_hits']} served, {snap['ahead_misses']} dropped), "
         f"trimmed {snap['trimmed_tokens']} draft tokens ({snap['trimmed_drafts']} whole drafts), "
         f"blocked {snap['blocked_wait_s']:.2f} s, drafter busy [{busy}], "
         f"paused {snap['paused_steps']} branch-steps, gate shut {snap['gate_shut_steps']} steps, "

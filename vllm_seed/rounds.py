@@ -55,9 +55,6 @@ class Branch:
     group: str | None = None
     state: State = State.IDLE
     late_tokens: int = 0  # plain tokens it may decode while its draft is in flight: those drafted extra
-    # Drafted ahead: (first position, tokens) of the draft being verified that its
-    # draft in flight assumes accepted; None for a draft of its context as it is.
-    assumed: tuple[int, tuple[int, ...]] | None = None
 
 
 @dataclass
@@ -68,9 +65,6 @@ class RoundStats:
     late_steps: int = 0  # branch-steps decoded plainly while the branch's draft was in flight
     late_drafts_verified: int = 0  # drafts verified after their branch decoded meanwhile
     late_drafts_dropped: int = 0  # late drafts that did not begin with what was decoded meanwhile
-    ahead_drafts: int = 0  # drafts drafted ahead of their branch's verification
-    ahead_hits: int = 0  # drafted ahead and verified: the verification accepted all it assumed
-    ahead_misses: int = 0  # drafted ahead and dropped: it did not
     trimmed_tokens: int = 0  # draft tokens cut by confidence before verification (adaptive.py)
     trimmed_drafts: int = 0  # drafts cut to nothing: their branch decoded plainly
     plain_fallbacks: int = 0
@@ -120,13 +114,6 @@ def catch_up(draft: Draft, token_ids, max_tokens: int) -> Draft | None:
     probs = None if draft.probs is None else draft.probs[ahead:end]
     confidence = None if draft.confidence is None else draft.confidence[ahead:end]
     return Draft(draft.req_id, len(token_ids), draft.token_ids[ahead:end], probs, confidence)
-
-
-def holds(assumed: tuple[int, tuple[int, ...]], token_ids) -> bool:
-    """Whether a branch, now ``token_ids``, holds the tokens a draft drafted
-    ahead ``assumed`` (``Branch.assumed``) at their positions."""
-    start, tokens = assumed
-    return tuple(token_ids[start:start + len(tokens)]) == tokens
 
 
 def trimmed(draft: Draft, length: int) -> Draft:
@@ -182,27 +169,6 @@ class SeedRounds:
                 jobs.setdefault(branch.drafter, []).append(req_id)
         return jobs
 
-    def draft_ahead(self, req_id: str, start: int, tokens) -> None:
-        """A verifying branch's next draft is drafted ahead, assuming
-        ``tokens`` accepted from position ``start``."""
-        branch = self.branches[req_id]
-        branch.assumed = (start, tuple(tokens))
-        branch.late_tokens = 0  # drafted for the context the verification leaves: no token meanwhile
-        self.stats.ahead_drafts += 1
-
-    def ahead_hit(self, req_id: str) -> None:
-        """Its draft drafted ahead landed and serves: a draft like any other now."""
-        self.branches[req_id].assumed = None
-        self.stats.ahead_hits += 1
-
-    def ahead_miss(self, req_id: str) -> None:
-        """Its draft drafted ahead landed and does not serve: it drafts again."""
-        branch = self.branches[req_id]
-        branch.assumed = None
-        self.stats.ahead_misses += 1
-        if branch.state is State.DRAFTING:
-            branch.state = State.IDLE
-
     def pause(self, req_id: str) -> None:
         """Adaptive speculation: an idle branch decodes plainly this step."""
         branch = self.branches.get(req_id)
@@ -210,10 +176,8 @@ class SeedRounds:
             branch.state = State.PLAIN
             self.stats.paused_steps += 1
 
-    def admit(self, batches: list[DraftBatch], token_ids=None) -> None:
-        """Finished drafts enter the verify queue in completion order; a
-        draft drafted ahead only if it serves its branch, whose tokens
-        ``token_ids(req_id)`` gives, and then from there (``catch_up``)."""
+    def admit(self, batches: list[DraftBatch]) -> None:
+        """Finished drafts enter the verify queue in completion order."""
         now = self.clock()
         for batch in sorted(batches, key=lambda b: b.finished_at):
             busy = self.stats.drafter_busy_s
@@ -225,36 +189,15 @@ class SeedRounds:
                 self.stats.draft_undelivered_s += max(0.0, now - batch.finished_at)
             for draft in batch.drafts:
                 branch = self.branches.get(draft.req_id)
-                if branch is not None and branch.assumed is not None:  # drafted ahead
-                    req_id, draft = draft.req_id, self._served(draft, branch, token_ids)
-                    if draft is None:
-                        self.ahead_miss(req_id)
-                        continue
-                    self.ahead_hit(req_id)
                 if branch is not None and branch.state is State.DRAFTING:
                     branch.state = State.READY
                     self.verify_queue[draft.req_id] = (draft, now)
-
-    @staticmethod
-    def _served(draft: Draft, branch: Branch, token_ids) -> Draft | None:
-        """What serves of a draft drafted ahead for ``branch``: None if its
-        branch is still verifying (never with synchronous steps) or does
-        not hold what it assumed, else the draft caught up."""
-        if branch.state is not State.DRAFTING:
-            return None
-        tokens = token_ids(draft.req_id)
-        if not holds(branch.assumed, tokens):
-            return None
-        return catch_up(draft, tokens, len(draft.token_ids))
 
     def fail(self, req_ids) -> None:
         """Drafts that will never come: those branches decode plainly this step."""
         for req_id in req_ids:
             branch = self.branches.get(req_id)
-            if branch is None:
-                continue
-            branch.assumed = None  # a verifying branch drafts again once verified
-            if branch.state is State.DRAFTING:
+            if branch is not None and branch.state is State.DRAFTING:
                 branch.state = State.PLAIN
                 self.stats.plain_fallbacks += 1
 
@@ -290,15 +233,13 @@ class SeedRounds:
         """A draft that no longer matches its branch: draft again."""
         self.verify_queue.pop(req_id, None)
         self.branches[req_id].state = State.IDLE
-        self.branches[req_id].assumed = None
 
     def step_done(self, req_ids) -> None:
-        """The target step ran: verified and plain branches are idle again,
-        or drafting, if drafted ahead."""
+        """The target step ran: verified and plain branches are idle again."""
         for req_id in req_ids:
             branch = self.branches.get(req_id)
             if branch is not None and branch.state in (State.VERIFYING, State.PLAIN):
-                branch.state = State.IDLE if branch.assumed is None else State.DRAFTING
+                branch.state = State.IDLE
 
     def _least_loaded(self) -> int:
         load = [0] * self.num_drafters

@@ -5,10 +5,9 @@ verify-queue branches their draft tokens, let branches still drafting decode
 a plain token meanwhile if their drafts land during the step, else hold them
 back (``late_drafts``), and let vLLM's scheduler build the batch (prefills,
 plain decodes, and the drafts to verify) under its token budget. After the
-step, verified branches are sent straight back to their drafters, or, with
-``draft_ahead``, were sent when their step was scheduled: drafted ahead of the
-verification (rounds.py). When every branch is waiting for a draft, it blocks
-on the next one instead of spinning empty steps.
+step, verified branches are sent straight back to their drafters. When every
+branch is waiting for a draft, it blocks on the next one instead of spinning
+empty steps.
 """
 
 from __future__ import annotations
@@ -44,11 +43,6 @@ class SeedScheduler(Scheduler):
         self.draft_max_len = min(self.max_model_len, draft_context_len(self.seed_config.draft_model))
         self.rounds = SeedRounds(self.seed_config.num_drafters)
         self.late_decode = self.seed_config.late_drafts == "decode"
-        # Drafted ahead, a draft is judged once its branch's verification is
-        # done: steps must not overlap (vLLM's async scheduling).
-        self.draft_ahead = (self.seed_config.draft_ahead and self.seed_config.tree is None
-                            and not vllm_config.scheduler_config.async_scheduling)
-        self._judged: set[str] = set()  # asked should_draft this step already, and told no
         tree = self.seed_config.tree
         self.adaptive = AdaptiveSpeculation(
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
@@ -107,8 +101,6 @@ class SeedScheduler(Scheduler):
                 self.rounds.branches[rid].late_tokens -= 1
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
-        if self.draft_ahead:
-            self._draft_ahead(out.scheduled_spec_decode_tokens, len(decoding))
         out.seed_draft_probs = {
             rid: drafts[rid].probs[: len(toks)]
             for rid, toks in out.scheduled_spec_decode_tokens.items()
@@ -238,7 +230,7 @@ class SeedScheduler(Scheduler):
         batches, failed = self.pool.poll(timeout_s, self.seed_config.draft_timeout_s)
         if timeout_s:
             self.rounds.stats.blocked_wait_s += self.rounds.clock() - start
-        self.rounds.admit(batches, self._token_ids)
+        self.rounds.admit(batches)
         if self.tree is None:  # a chain's draft tokens are its forwards; a tree's nodes are not
             for batch in batches:
                 self.adaptive.drafted(batch.busy_s, max((len(d.token_ids) for d in batch.drafts), default=0))
@@ -280,9 +272,8 @@ class SeedScheduler(Scheduler):
                 continue
             if self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
-            elif over_limit or rid in self._judged or not self.adaptive.should_draft(rid, num_decoding):
+            elif over_limit or not self.adaptive.should_draft(rid, num_decoding):
                 self.rounds.pause(rid)
-        self._judged.difference_update(req_ids)
         jobs = self.rounds.to_dispatch(req_ids, self.pool.down)
         dispatched = {rid for rids in jobs.values() for rid in rids}
         for drafter, rids in jobs.items():
@@ -290,40 +281,6 @@ class SeedScheduler(Scheduler):
             for rid in rids:
                 self.rounds.branches[rid].late_tokens = lag
             self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding, lag) for rid in rids])
-
-    def _draft_ahead(self, verified: dict[str, list[int]], num_decoding: int) -> None:
-        """Draft the next round of the branches this step verifies now,
-        assuming each accepts its whole draft (rounds.py, draft ahead), so
-        that the drafter drafts while the target verifies. Not for a branch
-        its drafter is down for, whose draft would leave the draft's context,
-        that finishes in this step if all is accepted, or that adaptive
-        speculation pauses: asked now, once, for the branch's next round."""
-        limit = self.seed_config.disable_by_batch_size
-        if limit is not None and num_decoding > limit:
-            return
-        jobs: dict[int, list[DraftJob]] = {}
-        for rid, spec in verified.items():
-            branch, request = self.rounds.branches.get(rid), self.requests[rid]
-            if branch is None or branch.state is not State.VERIFYING or branch.drafter in self.pool.down:
-                continue
-            length = self.adaptive.draft_length(rid, num_decoding)
-            if (request.num_tokens + len(spec) + length + 2 > self.draft_max_len
-                    or request.num_output_tokens + len(spec) + 1 >= request.max_tokens):
-                continue
-            if not self.adaptive.should_draft(rid, num_decoding):
-                self._judged.add(rid)  # it decodes plainly after this step, not asked again
-                continue
-            self.rounds.draft_ahead(rid, request.num_tokens, spec)
-            jobs.setdefault(branch.drafter, []).append(DraftJob(
-                rid, [*request.all_token_ids, *spec], length + 1, _temperature(request),
-                request.sampling_params.seed, guess=True,
-            ))
-        for drafter, drafter_jobs in jobs.items():
-            self.pool.submit(drafter, drafter_jobs)
-
-    def _token_ids(self, rid: str):
-        request = self.requests.get(rid)
-        return () if request is None else request.all_token_ids
 
     def _lands_during_step(self, rid: str, num_decoding: int) -> bool:
         """Whether ``rid``'s draft should land before a target step starting

@@ -60,9 +60,7 @@ if __name__ == "__main__":
     out, temperatures, n = sys.argv[1], [float(t) for t in sys.argv[2].split(",")], int(sys.argv[3])
     llm = LLM(
         model=str(TARGET_DIR), **ENGINE_KW,
-        # A verified branch drafts again once verified (not ahead): every round is late.
-        **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False,
-                                    draft_ahead=False),
+        **vllm_seed.seed_llm_kwargs(str(DRAFT_DIR), NUM_SPEC_TOKENS, num_drafters=2, adaptive=False),
     )
     result = {"greedy": greedy(llm, *greedy_workload(12))}
     stats = schedulers[0].rounds.stats

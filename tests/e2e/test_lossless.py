@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from tests.e2e.conftest import NUM_SPEC_TOKENS
-from tests.e2e.ahead_sampler import TOKENS as AHEAD_TOKENS
 from tests.e2e.late_sampler import LATE_TOKENS
 from tests.e2e.trim_sampler import TOKENS as TRIM_TOKENS
 from tests.e2e.sampling import (
@@ -79,15 +78,6 @@ def test_drafts_cut_by_confidence_are_lossless(plain_llm, tmp_path):
     trim = run_lossless_sampler("tests.e2e.trim_sampler", plain_llm, tmp_path / "trim.json", TRIM_TOKENS)
     for cuts in (trim["greedy_cuts"], trim["cuts_0.2"], trim["cuts_1"]):  # the paths under test ran
         assert min(cuts.values()) > 20, cuts
-
-
-def test_drafts_drafted_ahead_are_lossless(plain_llm, tmp_path):
-    """Drafts drafted while their branch's previous draft was verified
-    (tests/e2e/ahead_sampler.py): verified only if the branch accepted all
-    they assumed and the guessed bonus token was right, else dropped."""
-    ahead = run_lossless_sampler("tests.e2e.ahead_sampler", plain_llm, tmp_path / "ahead.json", AHEAD_TOKENS)
-    for counts in (ahead["greedy_ahead"], ahead["ahead_0.2"], ahead["ahead_1"]):  # both paths ran
-        assert min(counts.values()) > 20, counts
 
 
 def test_the_distribution_test_fails_without_the_cpu_patch(plain_llm, tmp_path):

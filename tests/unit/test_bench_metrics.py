@@ -98,8 +98,6 @@ vllm_seed:late_drafts_verified_total 9.0
 vllm_seed:late_drafts_dropped_total 3.0
 vllm_seed:drafts_verified_total 60.0
 vllm_seed:trimmed_drafts_total 20.0
-vllm_seed:ahead_hits_total 6.0
-vllm_seed:ahead_misses_total 2.0
 vllm_seed:trimmed_draft_tokens_total 100.0
 vllm_seed:drafter_busy_seconds_total{drafter="0"} 0.8
 vllm_seed:drafter_busy_seconds_total{drafter="1"} 0.4
@@ -129,7 +127,6 @@ def test_seed_profile_shares_and_per_call_times():
     assert p["drafter_busy_share"] == pytest.approx(0.12)
     assert (p["gate_shut_share"], p["plain_window_share"]) == pytest.approx((0.2, 0.05))  # of steps
     assert (p["late_per_step"], p["held_per_step"], p["late_caught_up_share"]) == pytest.approx((0.3, 0.1, 0.75))
-    assert p["ahead_hit_share"] == pytest.approx(0.75)
     assert (p["trimmed_share"], p["trimmed_per_draft"]) == pytest.approx((0.25, 1.25))  # of 80 landed drafts
     assert p["ms_per_call"] == pytest.approx({"drafting": 30.0, "transfer": 1.0,
                                               "undelivered": 5.0})

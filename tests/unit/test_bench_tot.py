@@ -33,13 +33,13 @@ def test_config_names():
                              "seed-d1-k1", "seed-d1-k2", "seed-d1-k4", "seed-d1-k1-fixed", "seed-d1-f32head",
                              "seed-d1-fixedlen", "seed-d1-hold", "seed-d1-nice15",
                              "seed-d1-nogate", "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8",
-                             "seed-d1-anycore", "seed-d1-noahead", "seed-d1-poll",
+                             "seed-d1-anycore", "seed-d1-poll",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
                              "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
                              "seed-d1-hold-b32", "seed-d1-nice15-b32",
                              "seed-d1-nogate-b32", "seed-d1-notrim-b32", "seed-d1-dbs1-b32", "seed-d1-dbs8-b32",
-                             "seed-d1-anycore-b32", "seed-d1-noahead-b32", "plain-sync-b32"]
+                             "seed-d1-anycore-b32", "plain-sync-b32"]
 
 
 def test_plain_sync_is_plain_without_async_scheduling():
@@ -205,7 +205,7 @@ def test_profile_table_sums_seed_counters_over_repetitions():
                        "drafter_busy_seconds{drafter=0}": 1.0, "gate_shut_steps": 15.0,
                        "late_branch_steps": 20.0, "held_back_branch_steps": 5.0,
                        "late_drafts_verified": 3.0, "late_drafts_dropped": 1.0,
-                       "ahead_hits": 1.0, "ahead_misses": 4.0, "drafts_verified": 9.0, "trimmed_drafts": 1.0, "trimmed_draft_tokens": 4.0,
+                       "drafts_verified": 9.0, "trimmed_drafts": 1.0, "trimmed_draft_tokens": 4.0,
                        "engine_phase_seconds{phase=target_verify}": 2.0}
         records.append(rec)
     rows = build_rows(records, order, {})
@@ -213,10 +213,10 @@ def test_profile_table_sums_seed_counters_over_repetitions():
     assert rows[1]["seed_profile"]["engine_steps"] == 100.0
     line = profile_table(rows).splitlines()[2]
     # 4 s of verify steps and 1 s blocked in 10 s; 40 late and 10 held branch-steps in 100
-    # steps, 6 of 8 late drafts caught up; 2 of 10 drafted ahead served; 2 of 20 landed drafts cut to nothing, 8 tokens cut;
+    # steps, 6 of 8 late drafts caught up; 2 of 20 landed drafts cut to nothing, 8 tokens cut;
     # drafter busy 2 s; per call 100/1/2 ms.
     assert line.startswith("| seed-d1 | 0 | latency | 100 (50.0) | 0.0% | 0.0% | 10.0% | 40.0% |")
-    assert line.endswith("| 50.0% | 30% / 0% | 0.40 / 0.10 | 75% | 20% | 10% / 0.40 | 20% | 100.0 / 1.00 / 2.0 |")
+    assert line.endswith("| 50.0% | 30% / 0% | 0.40 / 0.10 | 75% | 10% / 0.40 | 20% | 100.0 / 1.00 / 2.0 |")
 
 
 def test_demo_serves_seed_with_unchunked_prefills(monkeypatch):

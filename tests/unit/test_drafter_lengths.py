@@ -51,13 +51,3 @@ def test_each_chain_token_carries_the_confidence_of_the_distribution_it_was_draw
     np.testing.assert_allclose(sampled.confidence, sampled.probs.max(axis=1), rtol=1e-6)
     assert len(greedy.confidence) == 3 and all(0 < c <= 1 for c in greedy.confidence)
     assert greedy.confidence[0] == pytest.approx(float(sampled.probs[0].max()), rel=1e-5)
-
-
-@pytest.mark.parametrize("seed", [None, 7])
-def test_a_draft_drafted_ahead_begins_with_the_likeliest_token_then_samples(seed):
-    """A guess at the target's bonus token (rounds.py, draft ahead): the
-    draft's argmax even when sampling, then draft tokens as usual."""
-    greedy = drafter().draft([DraftJob("a", STORY, 3, 0.0)]).drafts[0]
-    assert drafter().draft([DraftJob("a", STORY, 3, 0.0, guess=True)]).drafts[0].token_ids == greedy.token_ids
-    sampled = drafter().draft([DraftJob("a", STORY, 4, 1.0, seed, guess=True)]).drafts[0]
-    assert sampled.token_ids[0] == greedy.token_ids[0] and sampled.probs.shape[0] == 4

@@ -33,12 +33,12 @@ def test_collector_without_snapshot_yields_nothing(tmp_path):
 def test_summary_line():
     snap = {"drafts_verified": 6, "target_steps_with_drafts": 3, "queue_wait_s": 0.003,
             "held_back_steps": 4, "late_steps": 5, "late_drafts_verified": 2, "late_drafts_dropped": 1,
-            "ahead_drafts": 8, "ahead_hits": 3, "ahead_misses": 4, "trimmed_tokens": 9, "trimmed_drafts": 3, "blocked_wait_s": 0.25, "plain_fallbacks": 0, "drafter_restarts": 1,
+            "trimmed_tokens": 9, "trimmed_drafts": 3, "blocked_wait_s": 0.25, "plain_fallbacks": 0, "drafter_restarts": 1,
             "paused_steps": 7, "gate_shut_steps": 12, "drafter_busy_s": {0: 0.5}, "uptime_s": 2.0}
     assert summary_line(snap) == (
         "round size 2.00 drafts/step, queue wait 0.50 ms/draft, held back 4 branch-steps, "
         "late 5 branch-steps (2 drafts caught up, 1 dropped), "
-        "drafted ahead 8 (3 served, 4 dropped), trimmed 9 draft tokens (3 whole drafts), blocked 0.25 s, drafter busy [25%], paused 7 branch-steps, gate shut 12 steps, "
+        "trimmed 9 draft tokens (3 whole drafts), blocked 0.25 s, drafter busy [25%], paused 7 branch-steps, gate shut 12 steps, "
         "fallbacks 0, restarts 1"
     )
 

@@ -86,8 +86,8 @@ def add(sched, rid, group=None, temperature=0.0, prompt=(1, 2, 3), **sampling):
     from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
-    params = SamplingParams(**{"max_tokens": 50, **sampling}, temperature=temperature,
-                            extra_args={"seed_group": group} if group else None)
+    params = SamplingParams(max_tokens=50, temperature=temperature,
+                            extra_args={"seed_group": group} if group else None, **sampling)
     sched.add_request(Request(rid, list(prompt), params, None))
 
 
@@ -119,9 +119,8 @@ def sched(random_llama_dir):
 
 @pytest.fixture
 def held_sched(random_llama_dir):
-    """Late drafts hold their branches back (late_drafts "hold"); a verified
-    branch drafts again once verified, not ahead (draft_ahead off)."""
-    return make_scheduler(random_llama_dir, late_drafts="hold", draft_ahead=False)
+    """Late drafts hold their branches back (late_drafts "hold")."""
+    return make_scheduler(random_llama_dir, late_drafts="hold")
 
 
 def test_round_holds_back_verifies_fcfs_and_rolls_back(held_sched):
@@ -237,8 +236,7 @@ def late_branch(sched, temperature=0.0):
     return sched.pool.jobs[-1][1][0]
 
 
-def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(random_llama_dir):
-    sched = make_scheduler(random_llama_dir, draft_ahead=False)  # b drafts again once verified
+def test_a_late_branch_decodes_meanwhile_then_verifies_the_rest_of_its_draft(sched):
     job = late_branch(sched, temperature=1.0)
     assert (job.req_id, job.num_draft) == ("b", 4)  # 3, and 1 for the token decoded meanwhile
     out = step(sched, {"b": [8]})  # b's draft is not ready: b decodes meanwhile
@@ -555,78 +553,3 @@ def test_tree_mode_decodes_plainly_what_it_cannot_verify_exactly(random_llama_di
     step(sched, {})
     assert sched.rounds.branches["a"].state is State.OFF
     assert [j.req_id for _, jobs in sched.pool.jobs for j in jobs] == ["b"]
-
-
-def verifying(sched, sampled, max_tokens=50, **sampling):
-    """One branch "a" verifies the draft 11 12 13 from context 1 2 3 7 and
-    samples ``sampled``; returns the job drafted ahead of that, if any."""
-    add(sched, "a", max_tokens=max_tokens, **sampling)
-    step(sched, {})  # prefill: samples 7
-    finish(sched.pool, 0, ["a"], at=1.0)
-    jobs = len(sched.pool.jobs)
-    out = step(sched, {"a": sampled})
-    assert out.scheduled_spec_decode_tokens == {"a": [11, 12, 13]}
-    ahead = [job for _, js in sched.pool.jobs[jobs:] for job in js if job.guess]
-    return ahead[0] if ahead else None
-
-
-def test_a_verified_branch_is_drafted_ahead_and_verified_next_step_if_it_all_held(sched):
-    job = verifying(sched, [11, 12, 13, 14])  # all accepted, bonus 14
-    # Drafted while the step verified: from the context and the whole draft, one
-    # token longer for the guess at the bonus token.
-    assert (job.token_ids, job.num_draft, job.guess) == ([1, 2, 3, 7, 11, 12, 13], 4, True)
-    assert len(sched.pool.jobs) == 2  # and not again after the step
-    finish(sched.pool, 0, ["a"], at=2.0, tokens=(14, 21, 22, 23))  # guessed 14: right
-    out = step(sched, {"a": [21, 99]})
-    assert out.scheduled_spec_decode_tokens == {"a": [21, 22, 23]}
-    stats = sched.rounds.stats
-    assert (stats.ahead_drafts, stats.ahead_hits, stats.ahead_misses) == (2, 1, 0)
-    assert (stats.late_drafts_verified, stats.held_back_steps) == (0, 0)
-    a = sched.adaptive.branches["a"]  # the guess is no draft token: not counted as accepted
-    assert (a.accepted, a.rejected) == (3 + 1, 1)
-
-
-@pytest.mark.parametrize("sampled, guess", [
-    ([11, 12, 13, 14], 15),  # all accepted, but the bonus was not the guess
-    ([11, 12, 99], 14),  # a rejection: the context is as long as the one drafted ahead for, not it
-    ([11, 99], 14),
-])
-def test_a_draft_drafted_ahead_that_does_not_hold_is_dropped_and_the_branch_drafts_again(sched, sampled, guess):
-    verifying(sched, sampled)
-    finish(sched.pool, 0, ["a"], at=2.0, tokens=(guess, 21, 22, 23))
-    out = step(sched, {})
-    assert out.scheduled_spec_decode_tokens == {}
-    context = [1, 2, 3, 7, *sampled]
-    assert sched.pool.jobs[-1][1][0].token_ids == context  # drafting from where it is
-    assert not sched.pool.jobs[-1][1][0].guess
-    stats = sched.rounds.stats
-    assert (stats.ahead_drafts, stats.ahead_hits, stats.ahead_misses) == (1, 0, 1)
-    assert sched.adaptive.branches["a"].rejected == (sampled != [11, 12, 13, 14])  # not one more
-
-
-def test_no_draft_ahead_for_a_branch_that_finishes_if_all_is_accepted(sched):
-    assert verifying(sched, [11, 12, 13, 14], max_tokens=5) is None  # 7 + 3 + bonus = 5 tokens
-    assert sched.rounds.stats.ahead_drafts == 0
-
-
-def test_a_branch_told_to_pause_when_drafted_ahead_is_not_asked_again_that_step(sched):
-    asked = []
-
-    def should_draft(rid, num_decoding):
-        asked.append(rid)
-        return len(asked) == 1  # drafts after its prefill; then pauses
-
-    sched.adaptive.should_draft = should_draft
-    assert verifying(sched, [11, 12, 99]) is None
-    assert asked == ["a", "a"]  # after the prefill, and once for the round after the verification
-    assert sched.rounds.branches["a"].state.value == "plain"  # decodes plainly in the next step
-    out = step(sched, {})
-    assert out.num_scheduled_tokens == {"a": 1} and out.scheduled_spec_decode_tokens == {}
-
-
-def test_a_failed_draft_ahead_lets_its_branch_draft_again(sched):
-    verifying(sched, [11, 12, 13, 14])
-    sched.pool.failed = [(0, ["a"])]
-    out = step(sched, {})  # the draft will never come: a plain step, then drafting again
-    assert out.num_scheduled_tokens == {"a": 1}
-    assert sched.pool.jobs[-1][1][0].token_ids == [1, 2, 3, 7, 11, 12, 13, 14, 7]
