@@ -154,7 +154,8 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
-                                 "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore")})
+                             "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore",
+                             "seed-d1-k1-fixed")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
                                     args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))
 

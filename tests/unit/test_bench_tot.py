@@ -39,7 +39,7 @@ def test_config_names():
                              "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
                              "seed-d1-hold-b32", "seed-d1-nice15-b32",
                              "seed-d1-nogate-b32", "seed-d1-notrim-b32", "seed-d1-dbs1-b32", "seed-d1-dbs8-b32",
-                             "seed-d1-anycore-b32", "plain-sync-b32"]
+                             "seed-d1-anycore-b32", "seed-d1-k1-fixed-b32", "plain-sync-b32"]
 
 
 def test_plain_sync_is_plain_without_async_scheduling():
