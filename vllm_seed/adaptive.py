@@ -47,7 +47,7 @@ pause costs at least the minimum backoff of plain steps, while a loss the
 branches do not see is the gate's to catch (below). A new branch is judged by
 everyone's measurements (a ToT node's siblings need not each pay for learning
 that drafting does not pay), and pauses as long as the last branch whose own
-probe did not pay at its load pauses next (``backoff`` by load range), while
+probe did not pay at its load pauses next (``backoff`` by regime, below), while
 that pause lasts: each probe costs the branch a draft call and a verify step
 (and a step held back, if its draft lands after the step; rounds.py), and under
 load every reply would otherwise pay for its own climb from the minimum
@@ -64,7 +64,13 @@ measures.
 Per-branch estimates can still be wrong about the whole: rounds of branches
 that share a drafter, steps that mix verified and paused branches, drafting
 that slows the host. So a gate per range of N also judges speculation as a
-whole, by its outcome (gate.py).
+whole, by its outcome (gate.py). Whether speculation pays depends on the
+temperature as much as on the load (sampled tokens are accepted less), so
+the gates, and the pauses new branches inherit, are kept per *regime*: the
+load range and the step's temperature (its decoding branches' largest, to
+0.1; ``temperature``, set by the scheduler each step). Otherwise a gate shut
+by sampled requests stays shut, up to GATE_MAX_OFF steps, for greedy ones
+that would gain.
 
 The draft length L is chosen the same way, per branch and round (chains only;
 a token tree's shape is fixed): the L in 1..num_draft with the most tokens per
@@ -230,9 +236,10 @@ class AdaptiveSpeculation:
         self.since_plain = _CLEAN_REFRESH - GATE_STEPS
         self.window = 0  # steps left in a plain window; 0: none
         self.window_samples = 0
-        self.gates: dict[int, Gate] = {}  # by load_range
-        # By load_range: (a new branch's first pause, until which engine step).
-        self.backoff: dict[int, tuple[int, int]] = {}
+        self.temperature = 0.0  # this step's: its decoding branches' largest (module docstring)
+        self.gates: dict[tuple[int, float], Gate] = {}  # by regime
+        # By regime: (a new branch's first pause, until which engine step).
+        self.backoff: dict[tuple[int, float], tuple[int, int]] = {}
         self.step = 0  # engine steps so far
 
     def tick(self) -> None:
@@ -270,7 +277,12 @@ class AdaptiveSpeculation:
         gate.add(seconds, num_emitted * plain_s / num_decoding)
 
     def gate(self, num_decoding: int) -> Gate:
-        return self.gates.setdefault(load_range(num_decoding), Gate())
+        return self.gates.setdefault(self.regime(num_decoding), Gate())
+
+    def regime(self, num_decoding: int) -> tuple[int, float]:
+        """What gates and inherited pauses are kept by: the load range and the
+        step's temperature (module docstring)."""
+        return load_range(num_decoding), round(self.temperature, 1)
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
         """One decode or verify step (no prefill): ``num_tokens`` scheduled,
@@ -401,17 +413,17 @@ class AdaptiveSpeculation:
             b.probe = False
             return True
         gain = self.gain(req_id, num_decoding)
-        load = load_range(num_decoding)
-        own = b.measured_at(load)
+        own = b.measured_at(load_range(num_decoding))
+        regime = self.regime(num_decoding)
         if gain is None or gain >= _PAUSE_BELOW:
             if gain is not None:
                 b.backoff = _MIN_BACKOFF
                 if own:
-                    self.backoff.pop(load, None)
+                    self.backoff.pop(regime, None)
             return True
         if own:
-            self.backoff[load] = (b.backoff, self.step + b.backoff)
-        elif (learned := self.backoff.get(load)) and self.step < learned[1]:
+            self.backoff[regime] = (b.backoff, self.step + b.backoff)
+        elif (learned := self.backoff.get(regime)) and self.step < learned[1]:
             b.backoff = max(b.backoff, learned[0])
         b.paused_steps = b.backoff - 1
         b.backoff = min(2 * b.backoff, _MAX_BACKOFF)

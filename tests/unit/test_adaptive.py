@@ -331,6 +331,36 @@ def test_the_gate_turns_speculation_off_everywhere_while_it_loses_to_plain_decod
     assert gate.shut == 2 * GATE_MIN_OFF
 
 
+def test_a_gate_shut_for_sampled_steps_leaves_greedy_ones_at_the_same_load_speculating():
+    """Sampled tokens are accepted less: a gate that shuts on T=1 steps says
+    nothing about T=0 ones at the same load, nor does the pause it taught
+    new branches."""
+    ad, clock = gated()
+    ad.temperature = 1.0
+    speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)  # losing at T=1
+    assert ad.gate(4).shut == GATE_MIN_OFF and not ad.should_draft("a", 4)
+    ad.temperature = 0.0
+    assert ad.gate(4).shut == 0 and ad.should_draft("b", 4)
+    ad.temperature = 1.04  # to 0.1: the T=1 regime
+    assert not ad.should_draft("b", 4)
+
+
+def test_new_branches_inherit_pauses_only_from_their_own_temperature():
+    ad, clock = fitted()
+    ad.temperature = 1.0
+    rounds(ad, clock, "a", accepted=0, round_s=0.015)
+    while not ad.should_draft("a", 1):
+        pass
+    rounds(ad, clock, "a", accepted=0, round_s=0.015, n=1)  # a vain probe: "a" pauses 2 x minimum
+    assert not ad.should_draft("a", 1)
+    ad.temperature = 0.0  # a greedy newcomer pauses the minimum (everyone's rounds lose), not 2 x
+    decisions = [ad.should_draft("greedy", 1) for _ in range(_MIN_BACKOFF + 1)]
+    assert decisions == [False] * _MIN_BACKOFF + [True]
+    ad.temperature = 1.0
+    decisions = [ad.should_draft("sampled", 1) for _ in range(2 * _MIN_BACKOFF + 1)]
+    assert decisions == [False] * (2 * _MIN_BACKOFF) + [True]
+
+
 def test_the_gate_stays_open_while_speculation_wins():
     ad, _ = gated()
     speculate(ad, 4 * GATE_STEPS, emitted=10, seconds=0.020)  # 10 tokens per 20 ms vs 8

@@ -553,3 +553,15 @@ def test_tree_mode_decodes_plainly_what_it_cannot_verify_exactly(random_llama_di
     step(sched, {})
     assert sched.rounds.branches["a"].state is State.OFF
     assert [j.req_id for _, jobs in sched.pool.jobs for j in jobs] == ["b"]
+
+
+def test_each_step_sets_the_regime_temperature_its_decoding_branches_sample_at(sched):
+    add(sched, "a", temperature=0.0)
+    step(sched, {})  # prefill
+    step(sched, {})
+    assert sched.adaptive.temperature == 0.0
+    add(sched, "b", temperature=0.7)
+    step(sched, {})  # b's prefill: not decoding yet
+    assert sched.adaptive.temperature == 0.0
+    step(sched, {})
+    assert sched.adaptive.temperature == 0.7
