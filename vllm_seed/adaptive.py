@@ -65,7 +65,7 @@ Per-branch estimates can still be wrong about the whole: rounds of branches
 that share a drafter, steps that mix verified and paused branches, drafting
 that slows the host. So a gate per range of N also judges speculation as a
 whole, by its outcome (gate.py). Whether speculation pays depends on the
-temperature as much as on the load (sampled tokens are accepted less), so
+temperature too (sampled tokens are accepted less), so
 the gates, and the pauses new branches inherit, are kept per *regime*: the
 load range and the step's temperature (its decoding branches' largest, to
 0.1; ``temperature``, set by the scheduler each step). Otherwise a gate shut

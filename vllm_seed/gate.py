@@ -6,8 +6,9 @@ drafting that slows the host. So a gate judges speculation by what it did:
 over the last ~``GATE_STEPS`` decode steps with speculation on, the time
 plain decoding would have taken for the tokens emitted (each step's tokens x
 plain_step_s(N) / N) over the time they took. Whether speculation pays
-depends mostly on the load, so there is one gate per range of N
-(``load_range``: 1, 2-3, 4-7, 8-15, ...).
+depends mostly on the load and the temperature, so there is one gate per
+range of N (``load_range``: 1, 2-3, 4-7, 8-15, ...) and step temperature
+(``AdaptiveSpeculation.regime``).
 
 A gate shuts when speculation loses beyond the noise: its gain is below 1
 and the time it saved per step, summed over the window, lies more than
