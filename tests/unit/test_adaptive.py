@@ -335,7 +335,7 @@ def test_a_gate_shut_for_sampled_steps_leaves_greedy_ones_at_the_same_load_specu
     """Sampled tokens are accepted less: a gate that shuts on T=1 steps says
     nothing about T=0 ones at the same load, nor does the pause it taught
     new branches."""
-    ad, clock = gated()
+    ad, _ = gated()
     ad.temperature = 1.0
     speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)  # losing at T=1
     assert ad.gate(4).shut == GATE_MIN_OFF and not ad.should_draft("a", 4)
