@@ -177,7 +177,7 @@ def header(args, info: dict, models: dict, command: str) -> str:
         f"float32 in the drafter (default: int8); -fixedlen = every draft 3 tokens long (default: "
         f"each round's length chosen from measured acceptance and costs); -notrim = every draft "
         f"verified whole (default: cut by its tokens' confidence); -dbsN = no draft starts "
-        f"while more than N branches decode (disable_by_batch_size N); -gmM = the gate asks for a gain of 1 + M/100 (gate_margin); plain-sync = plain with "
+        f"while more than N branches decode (disable_by_batch_size N); plain-sync = plain with "
         f"--no-async-scheduling (vLLM turns it off for custom_class speculation; its CPU "
         f"platform, for every server); -b32 = 32-token KV blocks. Of E bound = tok/s / (E x plain "
         f"tok/s), E = mean acceptance length (tokens per target step): the ceiling if a verify "

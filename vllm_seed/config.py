@@ -82,12 +82,6 @@ class SeedConfig:
     off for every branch at that load while it loses (gate.py). Off: only
     each branch's own estimate pauses it."""
 
-    gate_margin: float = 0.0
-    """With ``gate``: the gain beyond 1 that speculation must show to stay
-    on: a gate shuts when the gain is below 1 + gate_margin beyond the noise.
-    Speculation costs what the gate does not measure (prefill steps; under
-    load, ToT phases split by the branches' uneven progress, gate.py)."""
-
     trim: bool = True
     """With ``adaptive``, chains only: before a draft is verified, cut it
     after the last token worth its verification, judged by each token's
@@ -132,9 +126,6 @@ class SeedConfig:
         _require_int("draft_threads", self.draft_threads, 1, os.cpu_count() or 1)
         if self.disable_by_batch_size is not None:
             _require_int("disable_by_batch_size", self.disable_by_batch_size, 1, 1 << 20)
-        if not isinstance(self.gate_margin, (int, float)) or isinstance(self.gate_margin, bool) \
-                or not 0 <= self.gate_margin < 1:
-            raise ValueError(f"seed config: gate_margin={self.gate_margin!r} must be a number in [0, 1)")
         _require_positive("max_wait_ms", self.max_wait_ms)
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:

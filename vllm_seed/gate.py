@@ -21,12 +21,6 @@ small, and the test shuts a losing gate about as soon as the gain alone
 would. Shut, speculation is off for every branch for ``GATE_MIN_OFF`` steps
 (doubling up to ``GATE_MAX_OFF`` while it keeps losing), then on again to be
 judged afresh.
-
-Speculation also costs what the gate does not see: steps that prefill new
-requests are not decode steps, and under load the branches' uneven progress
-splits the phases of ToTs that plain decoding keeps in step, so their next
-prompts are prefilled in more steps. ``margin`` asks for that much gain
-beyond 1: a gate shuts when the gain is below 1 + margin beyond the noise.
 """
 
 from __future__ import annotations
@@ -54,16 +48,14 @@ class Gate:
     steps: int = 0  # decode steps in those sums since the gate last opened
     shut: int = 0  # engine steps left with speculation off
     shut_steps: int = GATE_MIN_OFF  # how long the next shutting lasts
-    margin: float = 0.0  # the gain beyond 1 speculation must show (module docstring)
 
     def gain(self) -> float:
         return self.plain_s / self.spec_s if self.spec_s > 0 else 1.0
 
     def z(self) -> float:
-        """The window's saving (sum of w d, d a step's plain_s - (1 + margin)
-        x its wall time) in standard errors: sum of w^2 (d - mean)^2."""
+        """The window's saving (sum of w d) in standard errors: sum of w^2 (d - mean)^2."""
         w, w2 = (1 - _KEEP**self.steps) / (1 - _KEEP), (1 - _KEEP2**self.steps) / (1 - _KEEP2)
-        saved = self.plain_s - (1 + self.margin) * self.spec_s
+        saved = self.plain_s - self.spec_s
         mean = saved / w if w else 0.0
         var = self.w2dd - 2 * mean * self.w2d + mean * mean * w2
         if var <= 1e-18:  # steps all alike: the sign decides
@@ -71,14 +63,14 @@ class Gate:
         return saved / math.sqrt(var)
 
     def add(self, seconds: float, plain_s: float) -> None:
-        d = plain_s - (1 + self.margin) * seconds
+        d = plain_s - seconds
         self.spec_s = _KEEP * self.spec_s + seconds
         self.plain_s = _KEEP * self.plain_s + plain_s
         self.w2d, self.w2dd = _KEEP2 * self.w2d + d, _KEEP2 * self.w2dd + d * d
         self.steps += 1
         if self.steps < GATE_STEPS:
             return
-        if self.gain() >= 1.0 + self.margin:
+        if self.gain() >= 1.0:
             self.shut_steps = GATE_MIN_OFF
         elif self.z() < -GATE_Z:
             self.shut, self.shut_steps = self.shut_steps, min(2 * self.shut_steps, GATE_MAX_OFF)

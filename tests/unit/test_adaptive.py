@@ -306,8 +306,8 @@ def speculate(ad, steps, emitted, seconds, num_decoding=4):
         ad.speculative_step(num_decoding, emitted, seconds)
 
 
-def gated(plain_s=0.010, num_decoding=4, **kw):
-    ad, clock = fitted(**kw)
+def gated(plain_s=0.010, num_decoding=4):
+    ad, clock = fitted()
     for _ in range(_CLEAN_SAMPLES):
         ad.plain_step(num_decoding, plain_s)
     return ad, clock
@@ -368,34 +368,14 @@ def test_the_gate_stays_open_while_speculation_wins():
     assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
 
 
-def test_a_gate_margin_asks_speculation_for_more_than_break_even():
-    """Speculation that gains 4% steadily: open with no margin, shut with a
-    5% one, open with 5% once it gains 10%; a scheduler's margin reaches
-    every gate, each load's own."""
-    ad, _ = gated()
-    speculate(ad, 4 * GATE_STEPS, emitted=8, seconds=0.020 / 1.04)  # 8 tokens: 20 ms plainly
-    assert ad.gate(4).gain() == pytest.approx(1.04) and ad.gate(4).shut == 0
-    ad, _ = fitted(gate_margin=0.05)
-    for _ in range(_CLEAN_SAMPLES):
-        ad.plain_step(4, 0.010)
-    speculate(ad, GATE_STEPS, emitted=8, seconds=0.020 / 1.04)
-    assert ad.gate(4).margin == 0.05 and ad.gate(4).shut == GATE_MIN_OFF
-    assert not ad.should_draft("a", 4)
-    assert ad.gate(2).margin == 0.05 and ad.gate(2).shut == 0
-    for _ in range(GATE_MIN_OFF):
-        ad.tick()
-    speculate(ad, 4 * GATE_STEPS, emitted=8, seconds=0.020 / 1.10)
-    assert ad.gate(4).shut == 0 and ad.should_draft("a", 4)
-
-
-def shut_share(p_hit, num_steps=3000, seeds=range(5), gate_margin=0.0):
+def shut_share(p_hit, num_steps=3000, seeds=range(5)):
     """Steps of 4 branches in 20 ms, each emitting 14 tokens (a hit,
     probability ``p_hit``) or 4 (no draft accepted), against plain decoding
     at 2.5 ms a token (gain 0.2 + 2.5 p_hit): the share of steps with the
     gate shut."""
     shut = 0
     for seed in seeds:
-        ad, _ = gated(gate_margin=gate_margin)
+        ad, _ = gated()
         gate, rng = ad.gate(4), random.Random(seed)
         for _ in range(num_steps):
             ad.tick()
@@ -417,13 +397,6 @@ def test_the_gate_shuts_when_noisy_speculation_loses():
     judging windows between shuttings are the rest)."""
     assert shut_share(p_hit=0.272) > 0.75
     assert shut_share(p_hit=0.24) > 0.85
-
-
-def test_a_gate_margin_judges_noisy_steps_beyond_the_noise_too():
-    """The noisy steps above with a 5% margin: gain 1.1 stays open in most
-    steps, gain 0.88 is shut in most."""
-    assert shut_share(p_hit=0.48, gate_margin=0.05) < 0.2
-    assert shut_share(p_hit=0.272, gate_margin=0.05) > 0.75
 
 
 def test_the_gate_compares_at_the_batch_it_measured():
