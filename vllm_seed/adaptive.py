@@ -215,7 +215,7 @@ class _StepCostModel:
 class AdaptiveSpeculation:
     def __init__(
         self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
-        adaptive_length: bool = False, gate: bool = True, trim: bool = False, gate_reprove: bool = False,
+        adaptive_length: bool = False, gate: bool = True, trim: bool = False,
     ):
         self.num_draft = num_draft
         self.trim = trim and enabled and verify_tokens is None
@@ -223,7 +223,6 @@ class AdaptiveSpeculation:
         self.tree_tokens = verify_tokens  # a token tree's tokens verified per round; None: a chain
         self.enabled = enabled
         self.gated = gate  # off: no gate ever shuts (gate.py)
-        self.gate_reprove = gate_reprove  # a shut gate must show a gain to stay open (gate.py)
         self.adaptive_length = adaptive_length and verify_tokens is None
         self.draft_s: float | None = None  # seconds per batched draft forward
         self.clock = clock
@@ -278,10 +277,7 @@ class AdaptiveSpeculation:
         gate.add(seconds, num_emitted * plain_s / num_decoding)
 
     def gate(self, num_decoding: int) -> Gate:
-        regime = self.regime(num_decoding)
-        if regime not in self.gates:
-            self.gates[regime] = Gate(reprove=self.gate_reprove)
-        return self.gates[regime]
+        return self.gates.setdefault(self.regime(num_decoding), Gate())
 
     def regime(self, num_decoding: int) -> tuple[int, float]:
         """What gates and inherited pauses are kept by: the load range and the

@@ -82,11 +82,6 @@ class SeedConfig:
     off for every branch at that load while it loses (gate.py). Off: only
     each branch's own estimate pauses it."""
 
-    gate_reprove: bool = False
-    """With ``gate``: a gate that shut on a loss stays open again only where
-    speculation then shows a gain beyond the noise, not merely no loss
-    (hysteresis, gate.py), so a regime where it breaks even stays mostly off."""
-
     trim: bool = True
     """With ``adaptive``, chains only: before a draft is verified, cut it
     after the last token worth its verification, judged by each token's
@@ -135,7 +130,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "adaptive_length", "gate", "gate_reprove", "trim", "replacement"):
+        for name in ("adaptive", "adaptive_length", "gate", "trim", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

@@ -21,14 +21,6 @@ small, and the test shuts a losing gate about as soon as the gain alone
 would. Shut, speculation is off for every branch for ``GATE_MIN_OFF`` steps
 (doubling up to ``GATE_MAX_OFF`` while it keeps losing), then on again to be
 judged afresh.
-
-With ``reprove`` (hysteresis), a gate that shut must earn its trust back:
-once reopened, it stays open past its first full window only if the saving
-lies ``GATE_REPROVE_Z`` standard errors above 0 (speculation shows a gain),
-else it shuts again for twice as long; having shown one, it is judged as
-before. A regime where speculation only breaks even then stays mostly off:
-its hidden costs (prefills split across ToT nodes, the slowest branch of a
-node paying for the others' bigger steps) are left out of the window.
 """
 
 from __future__ import annotations
@@ -39,7 +31,6 @@ from dataclasses import dataclass
 GATE_STEPS = 32  # decode steps of speculation a gate judges on
 GATE_MIN_OFF, GATE_MAX_OFF = 64, 1024  # engine steps a gate stays shut once speculation lost
 GATE_Z = 1.645  # standard errors below no gain that shut a gate: a one-sided 95% test
-GATE_REPROVE_Z = 0.84  # above no gain that keep a once-shut gate open: one-sided 80% (reprove)
 _KEEP = 1.0 - 1.0 / GATE_STEPS  # decay per step of the window's sums
 _KEEP2 = _KEEP * _KEEP  # and of sums weighted by w^2
 
@@ -57,8 +48,6 @@ class Gate:
     steps: int = 0  # decode steps in those sums since the gate last opened
     shut: int = 0  # engine steps left with speculation off
     shut_steps: int = GATE_MIN_OFF  # how long the next shutting lasts
-    reprove: bool = False  # hysteresis (module docstring)
-    proving: bool = False  # shut before: must show a gain to stay open
 
     def gain(self) -> float:
         return self.plain_s / self.spec_s if self.spec_s > 0 else 1.0
@@ -81,19 +70,10 @@ class Gate:
         self.steps += 1
         if self.steps < GATE_STEPS:
             return
-        if self.proving:
-            if self.z() >= GATE_REPROVE_Z:
-                self.proving, self.shut_steps = False, GATE_MIN_OFF
-            else:
-                self._shut()
-        elif self.gain() >= 1.0:
+        if self.gain() >= 1.0:
             self.shut_steps = GATE_MIN_OFF
         elif self.z() < -GATE_Z:
-            self._shut()
-            self.proving = self.reprove
-
-    def _shut(self) -> None:
-        self.shut, self.shut_steps = self.shut_steps, min(2 * self.shut_steps, GATE_MAX_OFF)
+            self.shut, self.shut_steps = self.shut_steps, min(2 * self.shut_steps, GATE_MAX_OFF)
 
     def tick(self) -> None:
         if self.shut:
