@@ -124,6 +124,9 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # plain-sync-b32: plain-b32 with --no-async-scheduling, as vLLM runs custom_class
 #   speculation (SEED's) on GPU builds; its CPU platform turns async scheduling off for
 #   every server, so on CPU this is plain-b32's engine: an A/A row for the noise;
+# plain-log-b32: plain-b32 with vLLM's scheduler wrapped to write the step log
+#   (vllm_seed/plain_step_log.py, SEED_STEP_LOG): plain decoding's side of a step-by-step
+#   comparison; a diagnostic row, not the stock baseline;
 # NAME-b32: NAME with 32-token KV blocks (CPU default 128; prefix-cache hits come in
 #   whole blocks, so a ToT node's sibling branches share more of their prompt).
 TREES = [(2, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
@@ -158,6 +161,8 @@ CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=(
                              "seed-d1-k1-fixed")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
                                     args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))
+CONFIGS["plain-log-b32"] = replace(CONFIGS["plain-b32"], name="plain-log-b32", args=(
+    *CONFIGS["plain-b32"].args, "--scheduler-cls", "vllm_seed.plain_step_log.StepLoggedScheduler"))
 
 
 def server_argv(config: ServerConfig, pair_dir: Path, port: int, *, kv_cache_mib: int = 1024,

@@ -22,6 +22,7 @@ from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
 from vllm_seed.rounds import SeedRounds, State, agrees, catch_up, trimmed
+from vllm_seed.step_log import StepLog
 from vllm_seed.step_meter import StepMeter
 from vllm_seed.tree_verify import tree_unsupported_reason
 
@@ -63,6 +64,10 @@ class SeedScheduler(Scheduler):
         self.tree = self.seed_config.tree
         self.meter = StepMeter(self.adaptive, self.tree)
         self._logged_off: set[str] = set()
+        self.step_log = StepLog({"seed_config": vllm_config.additional_config[ADDITIONAL_CONFIG_KEY]})
+        self._step_decoding: set[str] = set()  # this step's decoding branches, for step_log
+        self._step_blocked_s = 0.0
+        self._step_entered_at = 0.0
 
     def _make_pool(self, vllm_config) -> DrafterPool:
         pool = DrafterPool(self.seed_config, self.draft_max_len, default_draft_cpus(self.seed_config))
@@ -121,6 +126,7 @@ class SeedScheduler(Scheduler):
         self.publisher.maybe_publish()
         self._step_started_at = self.rounds.clock()
         blocked = stats.blocked_wait_s - blocked_before  # its own counter
+        self._step_decoding, self._step_blocked_s, self._step_entered_at = set(decoding), blocked, entered_at
         vllm_s = self._step_cost_s  # _schedule_without: vLLM's scheduler
         stats.add_phase("vllm_schedule", vllm_s)
         stats.add_phase("seed_schedule", self._step_started_at - entered_at - vllm_s - blocked)
@@ -129,6 +135,7 @@ class SeedScheduler(Scheduler):
     def update_from_output(self, scheduler_output, model_runner_output):
         entered_at = self.rounds.clock()
         stats = self.rounds.stats
+        forward_s = None
         if self._step_started_at is not None:  # the executor: target forward, sampling
             forward_s = entered_at - self._step_started_at
             self._step_started_at = None
@@ -152,12 +159,21 @@ class SeedScheduler(Scheduler):
         ended_at = self.rounds.clock()
         stats.add_phase("vllm_update", vllm_s)
         stats.add_phase("seed_update", ended_at - entered_at - vllm_s)
-        self.meter.rates(scheduler_output, model_runner_output, self._step_ended_at, ended_at, self.pool.drafting())
+        drafting = self.pool.drafting()
+        self.meter.rates(scheduler_output, model_runner_output, self._step_ended_at, ended_at, drafting)
+        if self.step_log.path:
+            self.step_log.record(
+                scheduler_output, model_runner_output, self._step_decoding, start=self._step_entered_at, end=ended_at,
+                wall=None if self._step_ended_at is None else ended_at - self._step_ended_at,
+                forward=forward_s, blocked=self._step_blocked_s, drafting=drafting,
+                shut=bool(self.adaptive.gate(self.meter.num_decoding).shut), window=bool(self.adaptive.window),
+            )
         # The gap to the next step is engine-loop overhead while work remains; with none
         # left, the engine idles until a request arrives: not counted.
         self._step_ended_at = ended_at if (self.running or self.waiting) else None
         if self._step_ended_at is None:
             self.publisher.maybe_publish(force=True)
+            self.step_log.flush()
         return outputs
 
     def shutdown(self) -> None:

@@ -39,13 +39,21 @@ def test_config_names():
                              "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
                              "seed-d1-hold-b32", "seed-d1-nice15-b32",
                              "seed-d1-nogate-b32", "seed-d1-notrim-b32", "seed-d1-dbs1-b32", "seed-d1-dbs8-b32",
-                             "seed-d1-anycore-b32", "seed-d1-k1-fixed-b32", "plain-sync-b32"]
+                             "seed-d1-anycore-b32", "seed-d1-k1-fixed-b32", "plain-sync-b32",
+                             "plain-log-b32"]
 
 
 def test_plain_sync_is_plain_without_async_scheduling():
     config = CONFIGS["plain-sync-b32"]
     assert (config.speculative, config.seed) == (None, None)
     assert server_argv(config, PAIR, 8001)[-3:] == ["--block-size", "32", "--no-async-scheduling"]
+
+
+def test_plain_log_is_plain_with_the_logged_scheduler():
+    config = CONFIGS["plain-log-b32"]
+    assert (config.speculative, config.seed) == (None, None)
+    argv = server_argv(config, PAIR, 8001)
+    assert argv[-4:] == ["--block-size", "32", "--scheduler-cls", "vllm_seed.plain_step_log.StepLoggedScheduler"]
 
 
 def test_b32_configs_add_the_block_size():
