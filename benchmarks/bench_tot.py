@@ -110,7 +110,9 @@ def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
     if not reset_prefix_cache(server.url):
         print(f"[bench] {server.config.name}: prefix cache reset refused", file=sys.stderr)
     before = get_text(server.url + "/metrics")
+    started_at = time.monotonic()  # the system's clock: step logs (step_log_report.py) share it
     result = run_tot(config)
+    ended_at = time.monotonic()
     after = get_text(server.url + "/metrics")
     seed_before, seed_after = seed_counters(before), seed_counters(after)
     cache_before, cache_after = prefix_cache_counters(before), prefix_cache_counters(after)
@@ -119,6 +121,7 @@ def timed_run(server: Server, config: ToTConfig, probe_prompt: str) -> dict:
     return {"tokens_per_s": result["output_tokens_per_s"], "accuracy": result["accuracy"],
             "completion_tokens": result["completion_tokens"],
             "wall_time_s": result["wall_time_s"], "latency_s": result["latency_s"],
+            "monotonic_s": [started_at, ended_at],
             "spec": counter_delta(spec_counters(before), spec_counters(after)),
             "seed": {k: v - seed_before.get(k, 0.0) for k, v in seed_after.items()},
             "prefix_cache": {k: v - cache_before[k] for k, v in cache_after.items()},

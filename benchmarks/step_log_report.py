@@ -1,10 +1,11 @@
 """Where each server's engine time went, from step logs (vllm_seed/step_log.py).
 
-Run a benchmark with SEED_STEP_LOG=DIR in its environment; every SEED server
-(and plain-log-b32) writes DIR/steps-<pid>.jsonl. This splits each log into
-runs (steps between idle gaps longer than --gap seconds: a bench repetition's
-ToTs keep the engine busy except for the clients' round trips) and sums each
-run's steps by kind:
+Run bench_tot.py with SEED_STEP_LOG=DIR in its environment; every SEED server
+(and plain-log-b32) writes DIR/steps-<pid>.jsonl. With the bench's JSON
+(--bench), each timed repetition's steps are those inside its window (the
+bench records it on the system's monotonic clock, which the engines share);
+without it, each log splits into runs at idle gaps longer than --gap
+seconds. Each run's steps are summed by kind:
 
     prefill  steps that schedule prompt tokens (with or without decodes)
     plain    decode-only steps without drafts
@@ -14,7 +15,7 @@ with the idle time inside the run (the engine waiting for requests between
 its steps), the scheduler's own time (wall time minus the executor's) and
 its time blocked on drafts.
 
-    python benchmarks/step_log_report.py DIR [--min-tokens 2000] [--json OUT]
+    python benchmarks/step_log_report.py DIR [--bench RESULTS.json] [--json OUT]
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def split_runs(steps: list[dict], gap_s: float) -> list[list[dict]]:
     return runs + [run] if run else runs
 
 
-def summarise(run: list[dict]) -> dict:
-    """One run's time by kind of step (module docstring); seconds and counts."""
-    out = {"span_s": run[-1]["end"] - run[0]["start"], "steps": len(run),
+def summarise(run: list[dict], window: tuple[float, float] | None = None) -> dict:
+    """One run's time by kind of step (module docstring), in seconds and
+    counts; its span is ``window`` if given, else its steps'."""
+    start, end = window or (run[0]["start"], run[-1]["end"])
+    out = {"span_s": end - start, "steps": len(run),
            "emitted": sum(s["emitted"] for s in run), "prefill_tokens": sum(s["prefill"] for s in run),
-           "idle_s": sum(max(b["start"] - a["end"], 0.0) for a, b in zip(run, run[1:])),
+           "idle_s": (end - start) - sum(s["end"] - s["start"] for s in run),
            "blocked_s": sum(s["blocked"] for s in run),
            "scheduler_s": sum(s["end"] - s["start"] - (s["forward"] or 0.0) - s["blocked"] for s in run),
            "drafting_steps": sum(1 for s in run if s["drafting"]),
@@ -63,6 +66,23 @@ def summarise(run: list[dict]) -> dict:
                      "emitted": sum(s["emitted"] for s in steps), "tokens": sum(s["tokens"] for s in steps),
                      "decoding": sum(s["decoding"] for s in steps)}
     return out
+
+
+def bench_runs(logs: list[list[dict]], bench: dict) -> dict[str, list[dict]]:
+    """Each timed repetition's steps, by config, temperature and mode."""
+    runs: dict[str, list[dict]] = {}
+    for row in bench["rows"]:
+        for rep in row["reps"]:
+            if rep.get("monotonic_s") is None:
+                continue
+            start, end = rep["monotonic_s"]
+            steps = sorted((s for log in logs for s in log if s["start"] >= start and s["end"] <= end),
+                           key=lambda s: s["start"])
+            if steps:
+                key = f"{row['config']} T={row['temperature']:g} {row['mode']}"
+                runs.setdefault(key, []).append({**summarise(steps, (start, end)), "rep": rep["rep"],
+                                                 "tokens_per_s": rep["tokens_per_s"]})
+    return runs
 
 
 def label(header: dict) -> str:
@@ -90,12 +110,19 @@ def table(name: str, runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)
+    parser.add_argument("--bench", type=Path, help="bench_tot.py's JSON: its timed repetitions' windows")
     parser.add_argument("--gap", type=float, default=1.0, help="idle seconds that end a run")
     parser.add_argument("--min-tokens", type=int, default=2000, help="runs emitting fewer are left out")
     parser.add_argument("--json", type=Path, help="write the summaries here too")
     args = parser.parse_args()
     report = {}
-    for path in sorted(args.dir.glob("steps-*.jsonl")):
+    paths = sorted(args.dir.glob("steps-*.jsonl"))
+    if args.bench:
+        report = bench_runs([load(p)[1] for p in paths], json.loads(args.bench.read_text()))
+        for name, runs in report.items():
+            print(table(name, runs), end="\n\n")
+        paths = []
+    for path in paths:
         header, steps = load(path)
         runs = [summarise(r) for r in split_runs(steps, args.gap)]
         runs = [r for r in runs if r["emitted"] >= args.min_tokens]

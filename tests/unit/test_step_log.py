@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from vllm_seed.step_log import FLUSH_EVERY, StepLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from step_log_report import split_runs, summarise  # noqa: E402
+from step_log_report import bench_runs, split_runs, summarise  # noqa: E402
 
 
 def _step(scheduled: dict, spec: dict, sampled: dict):
@@ -64,3 +64,18 @@ def test_report_splits_runs_at_idle_gaps_and_sums_by_kind():
     assert abs(r["scheduler_s"] - (0.1 + 0.0 + 0.0 - 0.05 + 0.0)) < 1e-9  # wall - forward - blocked
     assert [r[k]["steps"] for k in ("prefill", "plain", "verify")] == [1, 1, 1]
     assert r["verify"]["emitted"] == 3 and r["prefill"]["tokens"] == 31
+
+
+def test_report_takes_each_repetition_s_steps_from_its_window():
+    seed_log = [_line(1.0, 1.1, prefill=30), _line(1.1, 1.2), _line(9.0, 9.1)]  # the last: a probe after
+    plain_log = [_line(3.0, 3.1, prefill=30), _line(3.2, 3.3)]
+    bench = {"rows": [{"config": "seed", "temperature": 0.0, "mode": "throughput",
+                       "reps": [{"rep": 0, "tokens_per_s": 50.0, "monotonic_s": [0.9, 1.5]}]},
+                      {"config": "plain", "temperature": 0.0, "mode": "throughput",
+                       "reps": [{"rep": 0, "tokens_per_s": 40.0, "monotonic_s": [2.9, 3.5]},
+                                {"rep": 1, "error": "boom"}]}]}
+    runs = bench_runs([seed_log, plain_log], bench)
+    assert list(runs) == ["seed T=0 throughput", "plain T=0 throughput"]
+    (seed,), (plain,) = runs.values()
+    assert seed["steps"] == 2 and seed["tokens_per_s"] == 50.0 and abs(seed["span_s"] - 0.6) < 1e-9
+    assert abs(plain["idle_s"] - 0.4) < 1e-9  # 0.6 s window, 0.2 s of steps
