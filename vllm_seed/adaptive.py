@@ -15,13 +15,14 @@ Decoding plainly yields 1 token per plain step, ``plain_step_s``. The gain
 is measured, not assumed: ``a`` per branch from its own verifications (the
 geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
 ``plain_step_s`` from plain decoding alone: wall time between consecutive
-plain decode steps while no draft is in flight, fitted linearly in the number
-of decoding branches N. Drafters share the machine with the serving stack (on
+plain decode steps while no draft is in flight, kept per number of decoding
+branches N (plain_cost.py). Drafters share the machine with the serving stack (on
 CPU, the engine core and the API server share a core with them), so a plain
 step measured while others draft is slower than plain decoding would be; only
 steps with nothing drafting are a fair baseline. When speculation keeps the
 drafters busy, every ``_CLEAN_REFRESH`` steps all branches decode plainly for a
-few steps (a *plain window*) to measure it afresh. Low acceptance lowers E; a
+few steps (a *plain window*) to measure it afresh; so they do at a load range
+(``load_range``) not measured lately, before it is judged. Low acceptance lowers E; a
 large batch makes verify steps (B * (L+1) tokens) cost more than plain ones (B
 tokens); saturated drafters, and drafting that slows the target's host,
 lengthen rounds. Each shows up as a gain below 1.
@@ -113,6 +114,7 @@ import time
 from dataclasses import dataclass
 
 from vllm_seed.gate import GATE_STEPS, Gate, load_range
+from vllm_seed.plain_cost import PlainCost
 
 _EMA = 0.2  # weight of the newest sample in moving averages
 _PRIOR = 4.0  # pseudo-observations of the global acceptance in a branch's estimate
@@ -121,6 +123,7 @@ _MIN_BACKOFF, _MAX_BACKOFF = 8, 256  # plain steps before a paused branch probes
 _CLEAN_REFRESH = 256  # engine steps between measurements of plain decoding alone
 _CLEAN_SAMPLES = 4  # plain steps with nothing drafting a plain window waits for
 _CLEAN_WINDOW = 16  # at most this many steps: drafts in flight may take long to land
+_RANGE_REFRESH = 2 * _CLEAN_REFRESH  # engine steps after which a load range's plain steps are stale
 
 
 _CONF_BINS = 10  # confidence bins of width 0.1
@@ -230,7 +233,7 @@ class AdaptiveSpeculation:
         self.steps = _StepCostModel()
         self.accepted = self.rejected = 0.0  # global, for the prior
         self.round_s: dict[int, float] = {}  # everyone's, by load range: a new branch's estimate
-        self.plain = _StepCostModel(min_samples=3)  # plain step seconds on N, nothing drafting
+        self.plain = PlainCost(min_samples=3)  # plain step seconds by N, nothing drafting
         # Engine steps since the last sample of it or plain window: the first
         # window comes early, the global gate needs it.
         self.since_plain = _CLEAN_REFRESH - GATE_STEPS
@@ -255,14 +258,31 @@ class AdaptiveSpeculation:
         elif self.enabled and self.since_plain >= _CLEAN_REFRESH:
             self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
 
+    def load(self, num_decoding: int) -> None:
+        """This step's decoding branches, before anything is drafted: open a
+        plain window where plain decoding was not measured at this load range
+        lately (plain_cost.py: the baseline must be right at the load). Until
+        a first baseline exists, the first window comes as ``since_plain``
+        schedules it."""
+        if not self.enabled or self.window or num_decoding == 0 or self.plain.predict(num_decoding) is None:
+            return
+        newest = self.plain.newest(load_range(num_decoding))
+        if newest is None or self.step - newest > _RANGE_REFRESH:
+            self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
+
+    def plain_s(self, num_decoding: int) -> float | None:
+        """Plain decoding's step time at ``num_decoding`` branches (plain_cost.py)."""
+        fit = self.steps.fit()
+        return self.plain.predict(num_decoding, 0.0 if fit is None else fit[1])
+
     def plain_step(self, num_decoding: int, seconds: float) -> None:
         """A decode step of ``num_decoding`` plain branches that took
         ``seconds`` of wall time, end to end, with no draft in flight. A step
         slowed by something else on the host (the API server taking new
         requests) counts as at most twice the prediction: the baseline must
         not flatter speculation."""
-        predicted = self.plain.predict(num_decoding)
-        self.plain.add(num_decoding, seconds if predicted is None else min(seconds, 2 * predicted))
+        predicted = self.plain_s(num_decoding)
+        self.plain.add(num_decoding, seconds if predicted is None else min(seconds, 2 * predicted), self.step)
         self.since_plain = 0
         self.window_samples += 1
 
@@ -270,7 +290,7 @@ class AdaptiveSpeculation:
         """A decode step while speculation is on: ``num_decoding`` branches
         (scheduled or held back) emitted ``num_emitted`` tokens in ``seconds``
         of wall time since the previous step ended."""
-        plain_s = self.plain.predict(num_decoding)
+        plain_s = self.plain_s(num_decoding)
         gate = self.gate(num_decoding)
         if gate.shut or self.window or plain_s is None or num_decoding == 0 or not (self.enabled and self.gated):
             return
@@ -380,7 +400,7 @@ class AdaptiveSpeculation:
         b = self.branches.get(req_id)
         load = load_range(num_decoding)
         round_s = b.round_s if b is not None and b.measured_at(load) else self.round_s.get(load)
-        plain_s = self.plain.predict(num_decoding) or self.steps.predict(num_decoding)
+        plain_s = self.plain_s(num_decoding) or self.steps.predict(num_decoding)
         if round_s is None or plain_s is None:
             return None
         length = self.draft_length(req_id, num_decoding)

@@ -90,6 +90,7 @@ class SeedScheduler(Scheduler):
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self.meter.num_decoding = len(decoding)
+        self.adaptive.load(len(decoding))
         self.adaptive.temperature = max((_temperature(self.requests[r]) for r in decoding), default=0.0)
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1
@@ -166,7 +167,7 @@ class SeedScheduler(Scheduler):
                 scheduler_output, model_runner_output, self._step_decoding, start=self._step_entered_at, end=ended_at,
                 wall=None if self._step_ended_at is None else ended_at - self._step_ended_at,
                 forward=forward_s, blocked=self._step_blocked_s, drafting=drafting,
-                shut=bool(self.adaptive.gate(self.meter.num_decoding).shut), window=bool(self.adaptive.window),
+                **self._gate_fields(),
             )
         # The gap to the next step is engine-loop overhead while work remains; with none
         # left, the engine idles until a request arrives: not counted.
@@ -175,6 +176,14 @@ class SeedScheduler(Scheduler):
             self.publisher.maybe_publish(force=True)
             self.step_log.flush()
         return outputs
+
+    def _gate_fields(self) -> dict:
+        """The step's gate as the step log records it: shut, in a plain
+        window, its gain and z, and plain decoding's predicted step time."""
+        num_decoding = self.meter.num_decoding
+        gate = self.adaptive.gate(num_decoding)
+        return {"shut": bool(gate.shut), "window": bool(self.adaptive.window), "gate_gain": gate.gain(),
+                "gate_z": gate.z() if gate.steps else None, "plain_s": self.adaptive.plain_s(num_decoding)}
 
     def shutdown(self) -> None:
         self.pool.shutdown()

@@ -15,6 +15,8 @@ then per engine step
     emitted tokens the step's requests emitted
     drafting whether a draft was in flight at the step's end
     shut    whether the step's gate was shut; ``window`` a plain window
+    gate_gain, gate_z  the step's gate's gain and its z (gate.py), after the step
+    plain_s plain decoding's predicted step time at ``decoding`` (adaptive.py)
 
 ``benchmarks/step_log_report.py`` sums the lines by kind of step. Lines are
 buffered and written every ``FLUSH_EVERY`` steps and when the engine idles.

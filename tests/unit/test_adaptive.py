@@ -11,6 +11,7 @@ from vllm_seed.adaptive import (
     _CLEAN_WINDOW,
     _MIN_BACKOFF,
     _PAUSE_BELOW,
+    _RANGE_REFRESH,
     AdaptiveSpeculation,
     ConfidenceModel,
     expected_tokens,
@@ -410,6 +411,51 @@ def test_the_gate_compares_at_the_batch_it_measured():
     assert ad.gate(16).shut == 0
 
 
+def test_a_load_range_without_plain_steps_of_its_own_is_measured_before_it_is_judged():
+    """A ToT's last phase runs 4 branches after three of 12: plain steps
+    measured at 12 do not say what plain decoding costs at 4."""
+    ad, _ = gated()  # plain steps measured at 4 branches
+    ad.load(4)
+    assert ad.window == 0
+    ad.load(12)  # no plain step measured at 8-15 branches: a plain window opens
+    assert ad.window == _CLEAN_WINDOW and not ad.should_draft("a", 12)
+    for _ in range(_CLEAN_SAMPLES):
+        ad.tick()
+        ad.plain_step(12, 0.100)
+    ad.tick()
+    assert ad.window == 0
+    ad.load(12)
+    assert ad.window == 0 and ad.should_draft("a", 12)
+    for _ in range(_RANGE_REFRESH + 1):  # 4 branches were last measured this long ago
+        ad.tick()
+    ad.window = 0
+    ad.load(4)
+    assert ad.window == _CLEAN_WINDOW
+
+
+def test_the_gate_judges_a_load_against_plain_steps_at_that_load():
+    """Plain steps measured at 11-12 branches only, noisy (100-105 ms); then
+    the last phase runs 4 branches, where plain steps take 75 ms and
+    speculation emits 4.5 tokens per 95 ms: it loses (0.89), though it beats
+    the 12-branch level (1.18). A line fitted to the 11-12 samples has a
+    slope of noise (here below 0, so flat) and judged it a gain; the load
+    range is measured first now, and judged against its own plain steps."""
+    ad, _ = fitted()
+    for i in range(100):
+        ad.plain_step(11 + i % 2, 0.105 if i % 2 == 0 else 0.100)
+    ad.load(4)
+    assert ad.window  # 4-7 branches: not measured
+    for _ in range(_CLEAN_SAMPLES):
+        ad.tick()
+        ad.plain_step(4, 0.075)
+    ad.tick()
+    assert ad.window == 0
+    for i in range(GATE_STEPS):
+        ad.speculative_step(4, 4 + i % 2, 0.095)
+    assert ad.gate(4).gain() == pytest.approx(4.5 * 0.075 / 4 / 0.095, rel=0.02)
+    assert ad.gate(4).shut > 0
+
+
 def test_without_the_gate_only_branch_estimates_pause():
     ad, clock = fitted(gate=False)
     for _ in range(_CLEAN_SAMPLES):
@@ -467,7 +513,7 @@ def test_low_acceptance_and_many_branches_draft_short_high_acceptance_and_few_lo
 
 def test_the_gain_is_judged_at_the_chosen_length():
     ad = length_model([0, 1, 0, 0] * 5, 64)
-    assert ad.draft_length("a", 64) == 1 and ad.plain.fit() is None  # plain: the step model's
+    assert ad.draft_length("a", 64) == 1 and ad.plain_s(64) is None  # plain: the step model's
     e = expected_tokens(ad.acceptance("a"), 1)
     round_gain = e * ad.steps.predict(64) / 0.01
     assert ad.gain("a", 64) == pytest.approx(min(round_gain, ad.target_gain(e, 64, 2)))
