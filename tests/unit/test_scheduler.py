@@ -565,3 +565,30 @@ def test_each_step_sets_the_regime_temperature_its_decoding_branches_sample_at(s
     assert sched.adaptive.temperature == 0.0
     step(sched, {})
     assert sched.adaptive.temperature == 0.7
+
+
+def test_the_step_log_records_each_step_when_asked(random_llama_dir, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("SEED_STEP_LOG", str(tmp_path))
+    sched = make_scheduler(random_llama_dir)
+    add(sched, "a", "g")
+    add(sched, "b", "g")
+    step(sched, {})  # prefill: 3 prompt tokens each
+    finish(sched.pool, 0, ["a", "b"], at=1.0)
+    step(sched, {"a": [11, 12, 5], "b": [6]})  # a verifies 3 draft tokens, 2 accepted; b's rejected
+    sched.finish_requests(["a", "b"], _finished_status())
+    step(sched, {})  # nothing left: the engine idles and the log is written
+    header, *lines = [json.loads(s) for s in next(tmp_path.glob("steps-*.jsonl")).read_text().splitlines()]
+    assert header["header"]["seed_config"]["num_drafters"] == 2
+    prefill, verify = lines[:2]
+    assert (prefill["prefill"], prefill["decoding"], prefill["spec"], prefill["wall"]) == (6, 0, 0, None)
+    assert (verify["decoding"], verify["spec"], verify["drafts"], verify["emitted"]) == (2, 6, 2, 4)
+    assert verify["start"] <= verify["end"] and verify["forward"] >= 0 and verify["wall"] > 0
+    assert set(verify) >= {"blocked", "drafting", "shut", "window", "gate_gain", "gate_z", "plain_s"}
+
+
+def _finished_status():
+    from vllm.v1.request import RequestStatus
+
+    return RequestStatus.FINISHED_ABORTED
