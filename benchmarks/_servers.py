@@ -114,8 +114,6 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 # seed-d1-dbsN: seed-d1 that starts no draft while more than N branches decode
 #   (disable_by_batch_size N); dbs1, under load, runs SEED's engine, Ray and drafter
 #   without speculating, to tell what SEED's machinery costs from what its speculation does;
-# seed-d1-line: seed-d1 predicting plain decoding's step time by one line fitted in N, as
-#   before 8b20ff8 (plain_baseline "line"), to measure the per-load baseline side by side;
 # seed-d1-anycore: seed-d1 with its drafter free to run on every core of the machine
 #   (draft_cpus: all of them), the target's too, where by default it is pinned to the
 #   last core (which it shares with the engine core and the API server), to measure that;
@@ -150,8 +148,6 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                *(replace(_seed(1), name=f"seed-d1-dbs{n}",
                                          seed={**_seed(1).seed, "disable_by_batch_size": n})
                                  for n in (1, 8)),
-                               replace(_seed(1), name="seed-d1-line",
-                                       seed={**_seed(1).seed, "plain_baseline": "line"}),
                                replace(_seed(1), name="seed-d1-anycore",
                                        seed={**_seed(1).seed, "draft_cpus": machine_cores()}),
                                replace(_seed(1), name="seed-d1-poll",
@@ -161,7 +157,7 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
-                             "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-line", "seed-d1-anycore",
+                             "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore",
                              "seed-d1-k1-fixed")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
                                     args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))

@@ -215,24 +215,10 @@ class _StepCostModel:
         return None if fit is None else max(fit[0] + fit[1] * tokens, 1e-6)
 
 
-class _LineBaseline(_StepCostModel):
-    """The plain baseline before 8b20ff8 (config ``plain_baseline`` "line"):
-    one line in N, never stale by load range."""
-
-    def add(self, tokens: int, seconds: float, step: int = 0) -> None:
-        super().add(tokens, seconds)
-
-    def predict(self, tokens: int, per_token: float = 0.0) -> float | None:
-        return super().predict(tokens)
-
-    def newest(self, load: int) -> float:
-        return float("inf")
-
-
 class AdaptiveSpeculation:
     def __init__(
         self, num_draft: int, enabled: bool = True, clock=time.monotonic, verify_tokens: int | None = None,
-        adaptive_length: bool = False, gate: bool = True, trim: bool = False, plain_baseline: str = "load",
+        adaptive_length: bool = False, gate: bool = True, trim: bool = False,
     ):
         self.num_draft = num_draft
         self.trim = trim and enabled and verify_tokens is None
@@ -247,8 +233,7 @@ class AdaptiveSpeculation:
         self.steps = _StepCostModel()
         self.accepted = self.rejected = 0.0  # global, for the prior
         self.round_s: dict[int, float] = {}  # everyone's, by load range: a new branch's estimate
-        # Plain step seconds by N, nothing drafting.
-        self.plain = PlainCost(min_samples=3) if plain_baseline == "load" else _LineBaseline(min_samples=3)
+        self.plain = PlainCost(min_samples=3)  # plain step seconds by N, nothing drafting
         # Engine steps since the last sample of it or plain window: the first
         # window comes early, the global gate needs it.
         self.since_plain = _CLEAN_REFRESH - GATE_STEPS

@@ -91,12 +91,6 @@ class SeedConfig:
     draft is verified whole. Lossless: whether token i is kept depends only
     on the tokens before it and on the distribution it was drawn from."""
 
-    plain_baseline: str = "load"
-    """How plain decoding's step time is predicted at N decoding branches:
-    "load", per N, and measured at a load range before it is judged
-    (plain_cost.py); "line", one line fitted in N, as before 8b20ff8, kept
-    to measure the change side by side."""
-
     disable_by_batch_size: int | None = None
     """No branch starts a draft while more than this many branches decode
     (vLLM V0's ``speculative_disable_by_batch_size``): where a deployment
@@ -134,8 +128,6 @@ class SeedConfig:
             _require_int("disable_by_batch_size", self.disable_by_batch_size, 1, 1 << 20)
         _require_positive("max_wait_ms", self.max_wait_ms)
         _require_positive("draft_timeout_s", self.draft_timeout_s)
-        if self.plain_baseline not in ("load", "line"):
-            raise ValueError(f"seed config: plain_baseline={self.plain_baseline!r} must be 'load' or 'line'")
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
         for name in ("adaptive", "adaptive_length", "gate", "trim", "replacement"):

@@ -49,7 +49,7 @@ class SeedScheduler(Scheduler):
             self.seed_config.num_speculative_tokens, self.seed_config.adaptive, self.rounds.clock,
             verify_tokens=None if tree is None else tree.num_nodes + 1,
             adaptive_length=self.seed_config.adaptive_length, gate=self.seed_config.gate,
-            trim=self.seed_config.trim, plain_baseline=self.seed_config.plain_baseline,
+            trim=self.seed_config.trim,
         )
         # This engine step as plain decoding would pay it: vLLM's scheduling, the forward
         # and vLLM's bookkeeping; not SEED's own work, not idle time.

@@ -456,19 +456,6 @@ def test_the_gate_judges_a_load_against_plain_steps_at_that_load():
     assert ad.gate(4).shut > 0
 
 
-def test_the_line_baseline_judges_the_last_phase_by_the_others():
-    """plain_baseline "line", the baseline before 8b20ff8, kept to measure
-    the change: the same steps as above look like a gain."""
-    ad, _ = fitted(plain_baseline="line")
-    for i in range(100):
-        ad.plain_step(11 + i % 2, 0.105 if i % 2 == 0 else 0.100)
-    ad.load(4)
-    assert ad.window == 0
-    for i in range(GATE_STEPS):
-        ad.speculative_step(4, 4 + i % 2, 0.095)
-    assert ad.gate(4).gain() > 1.15 and ad.gate(4).shut == 0
-
-
 def test_without_the_gate_only_branch_estimates_pause():
     ad, clock = fitted(gate=False)
     for _ in range(_CLEAN_SAMPLES):

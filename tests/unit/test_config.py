@@ -38,7 +38,6 @@ def test_defaults_round_trip(random_llama_dir):
         ({"adaptive": "yes"}, "adaptive='yes' must be true or false"),
         ({"gate": 0}, "gate=0 must be true or false"),
         ({"trim": "yes"}, "trim='yes' must be true or false"),
-        ({"plain_baseline": "fit"}, "plain_baseline='fit' must be 'load' or 'line'"),
         ({"draft_head": "fp16"}, "draft_head='fp16' must be one of ['int8', 'float32']"),
         ({"disable_by_batch_size": 0}, "disable_by_batch_size=0 must be an integer in [1,"),
         ({"disable_by_batch_size": 4.5}, "disable_by_batch_size=4.5 must be an integer"),
