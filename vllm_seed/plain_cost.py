@@ -5,10 +5,11 @@ the load it runs at (adaptive.py, gate.py), so the baseline must be right at
 that N. Plain steps are measured at whatever N the engine runs, which under
 a ToT workload sits at one N for long stretches (12 branches for three
 phases, then 4 for the last): a line fitted to such samples has no spread to
-find its slope in, and extrapolates the level of one N to another. A step of
-4 branches was once predicted at the 12-branch level, 117 ms where it took
-75, so speculation that lost there looked like a gain of 1.4
-(``benchmarks/results/step_log_4tots.md``).
+find its slope in, and extrapolates the level of one N to another. Steps of
+4 branches were predicted at the 12-branch level, 101 and 117 ms where plain
+vLLM's took 71 and 73, so the gate read gains of 1.28 and 1.50 where
+speculation was about 6% slower than plain
+(``benchmarks/results/step_log_4tots_gate.md``).
 
 So each N keeps its own moving average of measured steps; an N not measured
 is predicted from the nearest measured one plus the target's per-token cost
