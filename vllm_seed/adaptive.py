@@ -256,7 +256,10 @@ class AdaptiveSpeculation:
         if self.window:
             self.window = 0 if self.window_samples >= _CLEAN_SAMPLES else self.window - 1
         elif self.enabled and self.since_plain >= _CLEAN_REFRESH:
-            self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
+            self._open_window()
+
+    def _open_window(self) -> None:
+        self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
 
     def load(self, num_decoding: int) -> None:
         """This step's decoding branches, before anything is drafted: open a
@@ -264,11 +267,11 @@ class AdaptiveSpeculation:
         lately (plain_cost.py: the baseline must be right at the load). Until
         a first baseline exists, the first window comes as ``since_plain``
         schedules it."""
-        if not self.enabled or self.window or num_decoding == 0 or self.plain.predict(num_decoding) is None:
+        if not self.enabled or self.window or num_decoding == 0 or not self.plain.ready:
             return
         newest = self.plain.newest(load_range(num_decoding))
         if newest is None or self.step - newest > _RANGE_REFRESH:
-            self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
+            self._open_window()
 
     def plain_s(self, num_decoding: int) -> float | None:
         """Plain decoding's step time at ``num_decoding`` branches (plain_cost.py)."""

@@ -39,10 +39,14 @@ class PlainCost:
         self.measured_at[num_decoding] = step
         self.num_samples += 1
 
+    @property
+    def ready(self) -> bool:
+        """Whether it has ``min_samples`` samples to predict from."""
+        return self.num_samples >= self.min_samples
+
     def predict(self, num_decoding: int, per_token: float = 0.0) -> float | None:
-        """Seconds of a plain step of ``num_decoding`` branches; None before
-        ``min_samples`` samples."""
-        if self.num_samples < self.min_samples:
+        """Seconds of a plain step of ``num_decoding`` branches; None until ``ready``."""
+        if not self.ready:
             return None
         nearest = min(self.at, key=lambda n: (abs(n - num_decoding), -n))
         return max(self.at[nearest] + per_token * (num_decoding - nearest), 1e-6)

@@ -18,6 +18,7 @@ from vllm_seed import _vllm_compat
 from vllm_seed.adaptive import AdaptiveSpeculation
 from vllm_seed.config import ADDITIONAL_CONFIG_KEY, SeedConfig
 from vllm_seed.drafter_pool import DrafterPool, default_draft_cpus
+from vllm_seed.gate import Gate
 from vllm_seed.messages import DraftJob
 from vllm_seed.metrics import StatsPublisher
 from vllm_seed.pair import check_same_tokenizer, check_vocab_size, draft_context_len
@@ -65,7 +66,7 @@ class SeedScheduler(Scheduler):
         self.meter = StepMeter(self.adaptive, self.tree)
         self._logged_off: set[str] = set()
         self.step_log = StepLog({"seed_config": vllm_config.additional_config[ADDITIONAL_CONFIG_KEY]})
-        self._step_decoding: set[str] = set()  # this step's decoding branches, for step_log
+        self._step_decoding: list[str] = []  # this step's decoding branches, for step_log
         self._step_blocked_s = 0.0
         self._step_entered_at = 0.0
 
@@ -127,7 +128,7 @@ class SeedScheduler(Scheduler):
         self.publisher.maybe_publish()
         self._step_started_at = self.rounds.clock()
         blocked = stats.blocked_wait_s - blocked_before  # its own counter
-        self._step_decoding, self._step_blocked_s, self._step_entered_at = set(decoding), blocked, entered_at
+        self._step_decoding, self._step_blocked_s, self._step_entered_at = decoding, blocked, entered_at
         vllm_s = self._step_cost_s  # _schedule_without: vLLM's scheduler
         stats.add_phase("vllm_schedule", vllm_s)
         stats.add_phase("seed_schedule", self._step_started_at - entered_at - vllm_s - blocked)
@@ -181,7 +182,7 @@ class SeedScheduler(Scheduler):
         """The step's gate as the step log records it: shut, in a plain
         window, its gain and z, and plain decoding's predicted step time."""
         num_decoding = self.meter.num_decoding
-        gate = self.adaptive.gate(num_decoding)
+        gate = self.adaptive.gates.get(self.adaptive.regime(num_decoding)) or Gate()  # logging creates none
         return {"shut": bool(gate.shut), "window": bool(self.adaptive.window), "gate_gain": gate.gain(),
                 "gate_z": gate.z() if gate.steps else None, "plain_s": self.adaptive.plain_s(num_decoding)}
 

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
+
+from vllm_seed.step_meter import emitted_tokens
 
 STEP_LOG_ENV = "SEED_STEP_LOG"
 FLUSH_EVERY = 256
@@ -40,14 +43,13 @@ class StepLog:
             os.makedirs(directory, exist_ok=True)
             self.lines.append(json.dumps({"header": header}))
 
-    def record(self, out, runner_out, decoding: set[str], **fields) -> None:
+    def record(self, out, runner_out, decoding: Iterable[str], **fields) -> None:
         """The step that ``out`` scheduled and ``runner_out`` ran, with
         ``decoding`` the requests that were decoding (the rest prefilled);
         ``fields`` the scheduler's own measurements (module docstring)."""
         if self.path is None:
             return
-        spec = out.scheduled_spec_decode_tokens
-        index, sampled = runner_out.req_id_to_index, runner_out.sampled_token_ids
+        spec, decoding = out.scheduled_spec_decode_tokens, set(decoding)
         self.lines.append(json.dumps({
             **{k: round(v, 6) if isinstance(v, float) else v for k, v in fields.items()},
             "decoding": len(decoding),
@@ -56,7 +58,7 @@ class StepLog:
             "prefill": sum(n for rid, n in out.num_scheduled_tokens.items() if rid not in decoding),
             "spec": sum(len(t) for t in spec.values()),
             "drafts": sum(1 for t in spec.values() if t),
-            "emitted": sum(len(sampled[index[rid]]) for rid in out.num_scheduled_tokens if rid in index),
+            "emitted": emitted_tokens(out, runner_out),
         }))
         if len(self.lines) >= FLUSH_EVERY:
             self.flush()

@@ -48,10 +48,14 @@ class StepMeter:
             if not drafting and self._undrafted_since == previous_end and plain_decode(out):
                 self.adaptive.plain_step(out.total_num_scheduled_tokens, seconds)
             else:
-                index, sampled = runner_out.req_id_to_index, runner_out.sampled_token_ids
-                emitted = sum(len(sampled[index[rid]]) for rid in out.num_scheduled_tokens if rid in index)
-                self.adaptive.speculative_step(self.num_decoding, emitted, seconds)
+                self.adaptive.speculative_step(self.num_decoding, emitted_tokens(out, runner_out), seconds)
         self._undrafted_since = None if drafting else ended_at
+
+
+def emitted_tokens(out, runner_out) -> int:
+    """Tokens the step's scheduled requests emitted (a verify step's accepted and bonus)."""
+    index, sampled = runner_out.req_id_to_index, runner_out.sampled_token_ids
+    return sum(len(sampled[index[rid]]) for rid in out.num_scheduled_tokens if rid in index)
 
 
 def decode_only(out) -> bool:
