@@ -16,13 +16,13 @@ is measured, not assumed: ``a`` per branch from its own verifications (the
 geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
 ``plain_step_s`` from plain decoding alone: wall time between consecutive
 plain decode steps while no draft is in flight, kept per number of decoding
-branches N (plain_cost.py). Drafters share the machine with the serving stack (on
+branches N and step temperature (plain_cost.py). Drafters share the machine with the serving stack (on
 CPU, the engine core and the API server share a core with them), so a plain
 step measured while others draft is slower than plain decoding would be; only
 steps with nothing drafting are a fair baseline. When speculation keeps the
 drafters busy, every ``_CLEAN_REFRESH`` steps all branches decode plainly for a
 few steps (a *plain window*) to measure it afresh; so they do at a load range
-(``load_range``) not measured lately, before it is judged. Low acceptance lowers E; a
+(``load_range``) and temperature not measured lately, before it is judged. Low acceptance lowers E; a
 large batch makes verify steps (B * (L+1) tokens) cost more than plain ones (B
 tokens); saturated drafters, and drafting that slows the target's host,
 lengthen rounds. Each shows up as a gain below 1.
@@ -262,21 +262,23 @@ class AdaptiveSpeculation:
         self.window, self.window_samples, self.since_plain = _CLEAN_WINDOW, 0, 0
 
     def load(self, num_decoding: int) -> None:
-        """This step's decoding branches, before anything is drafted: open a
-        plain window where plain decoding was not measured at this load range
-        lately (plain_cost.py: the baseline must be right at the load). Until
+        """This step's decoding branches, before anything is drafted (and
+        after ``temperature`` is set): open a plain window where plain
+        decoding was not measured at this load range and temperature lately
+        (plain_cost.py: the baseline must be right at the load). Until
         a first baseline exists, the first window comes as ``since_plain``
         schedules it."""
         if not self.enabled or self.window or num_decoding == 0 or not self.plain.ready:
             return
-        newest = self.plain.newest(load_range(num_decoding))
+        newest = self.plain.newest(load_range(num_decoding), self.temperature)
         if newest is None or self.step - newest > _RANGE_REFRESH:
             self._open_window()
 
     def plain_s(self, num_decoding: int) -> float | None:
-        """Plain decoding's step time at ``num_decoding`` branches (plain_cost.py)."""
+        """Plain decoding's step time at ``num_decoding`` branches and this
+        step's temperature (plain_cost.py)."""
         fit = self.steps.fit()
-        return self.plain.predict(num_decoding, 0.0 if fit is None else fit[1])
+        return self.plain.predict(num_decoding, 0.0 if fit is None else fit[1], self.temperature)
 
     def plain_step(self, num_decoding: int, seconds: float) -> None:
         """A decode step of ``num_decoding`` plain branches that took
@@ -285,7 +287,8 @@ class AdaptiveSpeculation:
         requests) counts as at most twice the prediction: the baseline must
         not flatter speculation."""
         predicted = self.plain_s(num_decoding)
-        self.plain.add(num_decoding, seconds if predicted is None else min(seconds, 2 * predicted), self.step)
+        self.plain.add(num_decoding, seconds if predicted is None else min(seconds, 2 * predicted), self.step,
+                       self.temperature)
         self.since_plain = 0
         self.window_samples += 1
 

@@ -91,8 +91,8 @@ class SeedScheduler(Scheduler):
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self.meter.num_decoding = len(decoding)
-        self.adaptive.load(len(decoding))
         self.adaptive.temperature = max((_temperature(self.requests[r]) for r in decoding), default=0.0)
+        self.adaptive.load(len(decoding))
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1
         elif decoding and self.adaptive.gate(len(decoding)).shut:

@@ -338,6 +338,8 @@ def test_a_gate_shut_for_sampled_steps_leaves_greedy_ones_at_the_same_load_specu
     new branches."""
     ad, _ = gated()
     ad.temperature = 1.0
+    for _ in range(_CLEAN_SAMPLES):
+        ad.plain_step(4, 0.010)  # each temperature's plain steps are its own baseline
     speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)  # losing at T=1
     assert ad.gate(4).shut == GATE_MIN_OFF and not ad.should_draft("a", 4)
     ad.temperature = 0.0
@@ -454,6 +456,48 @@ def test_the_gate_judges_a_load_against_plain_steps_at_that_load():
         ad.speculative_step(4, 4 + i % 2, 0.095)
     assert ad.gate(4).gain() == pytest.approx(4.5 * 0.075 / 4 / 0.095, rel=0.02)
     assert ad.gate(4).shut > 0
+
+
+def test_the_gate_judges_against_a_plain_window_s_fresh_steps_not_older_slower_ones():
+    """One ToT at T=1 (bench_tot_plain_cost.md, repetition 0): 3-branch
+    plain steps had run at 88 ms before; a plain window measured 67-69 ms;
+    speculation then emitted a token every 78 ms per branch. A moving average
+    still said 81 ms and the gate read a gain near 1.04, open for 162 verify
+    steps; the window's own steps say 0.87, and it shuts."""
+    ad, _ = fitted()
+    for _ in range(40):
+        ad.plain_step(3, 0.088)
+    for seconds in (0.068, 0.069, 0.067, 0.067):
+        ad.plain_step(3, seconds)
+    for i in range(GATE_STEPS):
+        ad.speculative_step(3, 3 + 2 * (i % 2), 0.104)
+    assert ad.gate(3).gain() == pytest.approx(4 * 0.068 / 3 / 0.104, rel=0.02)
+    assert ad.gate(3).shut > 0
+
+
+def test_a_temperature_is_measured_and_judged_against_its_own_plain_steps():
+    """Greedy plain steps after sampled ones: a greedy step at a load range
+    measured only at T=1 opens a plain window, and greedy speculation is
+    judged against the greedy steps (bench_tot_8tots.md: at 16-31 branches,
+    5.04 ms per token greedy, predicted at 5.35-5.67 after sampled steps)."""
+    ad, _ = fitted()
+    ad.temperature = 1.0
+    for _ in range(8):
+        ad.plain_step(24, 0.134)
+    ad.temperature = 0.0
+    ad.load(24)
+    assert ad.window
+    for _ in range(_CLEAN_SAMPLES):
+        ad.tick()
+        ad.plain_step(24, 0.120)
+    ad.tick()
+    assert ad.window == 0
+    assert ad.plain_s(24) == pytest.approx(0.120)
+    for i in range(GATE_STEPS):
+        ad.speculative_step(24, 25 + 2 * (i % 2), 0.125)  # 26 tokens per 125 ms: 1.04 of plain
+    assert ad.gate(24).gain() == pytest.approx(26 * 0.120 / 24 / 0.125, rel=0.02)
+    ad.temperature = 1.0
+    assert ad.plain_s(24) == pytest.approx(0.134)
 
 
 def test_without_the_gate_only_branch_estimates_pause():

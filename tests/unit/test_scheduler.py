@@ -450,6 +450,35 @@ def test_plain_steps_measure_plain_decoding_only_while_nothing_drafts(sched, bus
         assert 0 < sched.adaptive.plain.predict(2) < 1.0
 
 
+def test_a_step_at_a_temperature_not_measured_opens_a_plain_window_at_once(sched):
+    """The step's temperature is set before its load is judged: greedy plain
+    steps of 2 branches say nothing of a step that samples (plain_cost.py)."""
+    sched.adaptive.should_draft = lambda rid, num_decoding: False
+    add(sched, "a")
+    add(sched, "b")
+    for _ in range(5):
+        step(sched, {})  # a and b: prefill, then 4 greedy plain steps, measured
+    assert sched.adaptive.plain.ready and not sched.adaptive.window
+    add(sched, "c", temperature=1.0)
+    step(sched, {})  # c's prefill; a and b decode greedily, a load measured
+    assert not sched.adaptive.window
+    step(sched, {})  # a, b and c decode: the step samples at T=1, not measured at 2-3 branches
+    assert sched.adaptive.temperature == 1.0 and sched.adaptive.window
+
+
+def test_plain_steps_are_measured_at_their_step_s_temperature(sched):
+    """The step's temperature is set before its load is judged and its plain
+    step measured: a sampled step's cost is not a greedy one's (plain_cost.py)."""
+    sched.adaptive.should_draft = lambda rid, num_decoding: False
+    add(sched, "a", temperature=1.0)
+    add(sched, "b", temperature=1.0)
+    step(sched, {})
+    for _ in range(4):
+        step(sched, {})
+    assert sched.adaptive.plain.predict(2, temperature=1.0) is not None
+    assert sched.adaptive.plain.predict(2, temperature=0.0) is None
+
+
 def test_verify_steps_feed_the_gate_of_their_load_with_the_tokens_they_emitted(sched):
     for _ in range(4):
         sched.adaptive.plain_step(2, 1.0)  # plain decoding: 1 s per step of 2 branches
