@@ -16,16 +16,17 @@ is measured, not assumed: ``a`` per branch from its own verifications (the
 geometric MLE, shrunk towards the global figure), ``round_s`` per branch, and
 ``plain_step_s`` from plain decoding alone: wall time between consecutive
 plain decode steps while no draft is in flight, kept per number of decoding
-branches N and step temperature (plain_cost.py). Drafters share the machine with the serving stack (on
-CPU, the engine core and the API server share a core with them), so a plain
-step measured while others draft is slower than plain decoding would be; only
-steps with nothing drafting are a fair baseline. When speculation keeps the
-drafters busy, every ``_CLEAN_REFRESH`` steps all branches decode plainly for a
-few steps (a *plain window*) to measure it afresh; so they do at a load range
-(``load_range``) and temperature not measured lately, before it is judged. Low acceptance lowers E; a
-large batch makes verify steps (B * (L+1) tokens) cost more than plain ones (B
-tokens); saturated drafters, and drafting that slows the target's host,
-lengthen rounds. Each shows up as a gain below 1.
+branches N and step temperature (plain_cost.py). Drafters share the machine
+with the serving stack (on CPU, the engine core and the API server share a
+core with them), so a plain step measured while others draft is slower than
+plain decoding would be; only steps with nothing drafting are a fair baseline.
+When speculation keeps the drafters busy, every ``_CLEAN_REFRESH`` steps all
+branches decode plainly for a few steps (a *plain window*) to measure it
+afresh; so they do at a load range (``load_range``) and temperature not
+measured lately, before it is judged. Low acceptance lowers E; a large batch
+makes verify steps (B * (L+1) tokens) cost more than plain ones (B tokens);
+saturated drafters, and drafting that slows the target's host, lengthen
+rounds. Each shows up as a gain below 1.
 
 One branch's rounds do not see what its verify tokens cost the other branches
 of the step: where the target is the bottleneck (many branches), speculation
@@ -113,7 +114,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from vllm_seed.gate import GATE_STEPS, Gate, load_range
+from vllm_seed.gate import GATE_STEPS, Gate, load_range, temperature_class
 from vllm_seed.plain_cost import PlainCost
 
 _EMA = 0.2  # weight of the newest sample in moving averages
@@ -142,7 +143,7 @@ class ConfidenceModel:
 
     @staticmethod
     def _key(confidence: float, temperature: float) -> tuple[float, int]:
-        return round(temperature, 1), min(max(int(confidence * _CONF_BINS), 0), _CONF_BINS - 1)
+        return temperature_class(temperature), min(max(int(confidence * _CONF_BINS), 0), _CONF_BINS - 1)
 
     def acceptance(self, confidence: float, temperature: float) -> float:
         key = self._key(confidence, temperature)
@@ -308,7 +309,7 @@ class AdaptiveSpeculation:
     def regime(self, num_decoding: int) -> tuple[int, float]:
         """What gates and inherited pauses are kept by: the load range and the
         step's temperature (module docstring)."""
-        return load_range(num_decoding), round(self.temperature, 1)
+        return load_range(num_decoding), temperature_class(self.temperature)
 
     def step_done(self, num_tokens: int, seconds: float) -> None:
         """One decode or verify step (no prefill): ``num_tokens`` scheduled,

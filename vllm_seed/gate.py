@@ -86,3 +86,9 @@ class Gate:
 def load_range(num_decoding: int) -> int:
     """The gate of ``num_decoding`` branches: 1, 2-3, 4-7, 8-15, ..."""
     return max(num_decoding, 1).bit_length()
+
+
+def temperature_class(temperature: float) -> float:
+    """The temperature gates, inherited pauses and plain baselines are kept
+    by: to 0.1 (adaptive.py's regimes)."""
+    return round(temperature, 1)

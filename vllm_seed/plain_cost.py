@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from vllm_seed.gate import load_range
+from vllm_seed.gate import load_range, temperature_class
 
 _KEPT = 8  # newest samples an N's estimate is taken from
 
@@ -60,7 +60,7 @@ class PlainCost:
         self.measured_at: dict[float, dict[int, int]] = {}
 
     def add(self, num_decoding: int, seconds: float, step: int, temperature: float = 0.0) -> None:
-        t = round(temperature, 1)
+        t = temperature_class(temperature)
         self.at.setdefault(t, {}).setdefault(num_decoding, deque(maxlen=_KEPT)).append(seconds)
         self.measured_at.setdefault(t, {})[num_decoding] = step
         self.num_samples += 1
@@ -73,7 +73,7 @@ class PlainCost:
     def predict(self, num_decoding: int, per_token: float = 0.0, temperature: float = 0.0) -> float | None:
         """Seconds of a plain step of ``num_decoding`` branches at
         ``temperature``; None until ``ready``, or with no sample at it."""
-        at = self.at.get(round(temperature, 1))
+        at = self.at.get(temperature_class(temperature))
         if not self.ready or not at:
             return None
         nearest = min(at, key=lambda n: (abs(n - num_decoding), -n))
@@ -82,7 +82,7 @@ class PlainCost:
     def newest(self, load: int, temperature: float = 0.0) -> int | None:
         """Engine step of the newest sample in load range ``load``
         (gate.load_range) at ``temperature``; None if it has none."""
-        measured = self.measured_at.get(round(temperature, 1), {})
+        measured = self.measured_at.get(temperature_class(temperature), {})
         return max((step for n, step in measured.items() if load_range(n) == load), default=None)
 
 
