@@ -19,15 +19,15 @@ decode and verify steps, whose token counts do spread) times the difference.
 An N's estimate is the lower quartile of its newest ``_KEPT`` samples, not a
 long moving average. A plain window's few fresh samples must decide it: with
 one ToT at T=1, 3 branches were predicted at 81 ms, a moving average still
-carrying the previous run's slower steps at that N, where the run's own
-plain steps took 67-69; the gate read a gain near 1.03 for 162 verify steps
-that emitted a token every 78 ms per branch, about 13% slower than plain,
-and that repetition ran 0.78 of plain (``bench_tot_plain_cost.md``, one ToT,
-T=1, repetition 0). And a quartile, not the mean or median: a step is slowed
-by whatever else the host runs (the API server, the drafter finishing a
-call), never sped up, so the slow samples are the noise; in another
-repetition 3 of a window's 4 samples at 1 branch took 69-78 ms against the
-usual 53-60.
+carrying older, slower samples (88 ms before the window), where the run's
+own plain steps took 67-69; the gate read a gain near 1.03 for 162 verify
+steps that emitted a token every 78 ms per branch, about 13% slower than
+plain, and that repetition ran 0.78 of plain (``bench_tot_plain_cost.md``,
+one ToT, T=1, repetition 0). And a quartile, not the mean or median: a step
+can run slow when something else on the host takes its time (what did, here,
+was not measured), but not faster than its own work, so the slow samples are
+the noise; in another repetition 3 of a window's 4 samples at 1 branch took
+69-78 ms against the usual 53-60.
 
 And each temperature (to 0.1, as adaptive.py's regimes) keeps its own: a
 sampled step costs more than a greedy one. With 16-31 branches, greedy

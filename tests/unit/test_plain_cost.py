@@ -40,7 +40,7 @@ def test_an_n_not_measured_is_the_nearest_plus_the_per_token_cost_of_the_differe
 
 def test_a_plain_window_s_fresh_samples_decide_an_n():
     """The case of bench_tot_plain_cost.md (one ToT, T=1, repetition 0): 3
-    branches still predicted at the previous run's 81 ms after a window
+    branches still predicted at 81 ms (older, slower samples) after a window
     measured 67-69 ms; the gate then read speculation 13% slower than plain
     as level. A moving average (a tenth per sample) would still say 76 ms."""
     cost = PlainCost(min_samples=1)
@@ -52,9 +52,9 @@ def test_a_plain_window_s_fresh_samples_decide_an_n():
 
 
 def test_slow_samples_do_not_raise_an_n_s_estimate():
-    """Steps are slowed by what else the host runs, never sped up: 3 slow
-    samples of a window's 4 (as at 1 branch in that run) leave it near the
-    usual steps."""
+    """A step runs slow when something else takes the host, never faster
+    than its own work: 3 slow samples of a window's 4 (as at 1 branch in that
+    run) leave it near the usual steps."""
     cost = PlainCost(min_samples=1)
     for step, seconds in enumerate((0.055, 0.054, 0.056, 0.055, 0.077, 0.069, 0.078, 0.062)):
         cost.add(1, seconds, step)

@@ -467,8 +467,8 @@ def test_a_step_at_a_temperature_not_measured_opens_a_plain_window_at_once(sched
 
 
 def test_plain_steps_are_measured_at_their_step_s_temperature(sched):
-    """The step's temperature is set before its load is judged and its plain
-    step measured: a sampled step's cost is not a greedy one's (plain_cost.py)."""
+    """A plain step is measured at its step's temperature: a sampled step's
+    cost is not a greedy one's (plain_cost.py)."""
     sched.adaptive.should_draft = lambda rid, num_decoding: False
     add(sched, "a", temperature=1.0)
     add(sched, "b", temperature=1.0)
