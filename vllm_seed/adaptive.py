@@ -178,6 +178,7 @@ class _Branch:
     paused_steps: int = 0  # plain steps left before the next probe round
     probe: bool = False  # the pause is over: draft one round whatever the estimate
     backoff: int = _MIN_BACKOFF
+    cut: bool = False  # its landed draft was cut to nothing: this step is a round (``cut``)
 
     def measured_at(self, load: int) -> bool:
         """Whether it has a round of its own at this load range."""
@@ -324,6 +325,9 @@ class AdaptiveSpeculation:
         b = self.branches.setdefault(req_id, _Branch())
         now = self.clock()
         since = None if b.last_step_at is None else now - b.last_step_at
+        if b.cut and not num_drafted:  # the round of a draft cut to nothing: its first token rejected
+            num_drafted, num_accepted = 1, 0
+        b.cut = False
         if num_drafted:
             rejected = 1.0 if num_accepted < num_drafted else 0.0
             b.accepted += num_accepted
@@ -352,6 +356,16 @@ class AdaptiveSpeculation:
         else:
             b.rejected += 1
             self.rejected += 1
+
+    def cut(self, req_id: str) -> None:
+        """A draft of ``req_id`` landed and was cut to nothing (``trim_length``
+        0): the branch decodes a plain token, having paid for the draft (a
+        drafter call, perhaps steps held back for it). That step, once
+        ``stepped``, counts as a round that yielded one token: a draft whose
+        first token was rejected, its round time measured. Counted as no
+        round, a branch whose drafts are all cut never learns that drafting
+        it does not pay, and drafts again every step on its old estimate."""
+        self.branches.setdefault(req_id, _Branch()).cut = True
 
     def drafted(self, seconds: float, forwards: int) -> None:
         """A drafter call of ``forwards`` batched forwards took ``seconds``. A

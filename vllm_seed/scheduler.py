@@ -214,6 +214,7 @@ class SeedScheduler(Scheduler):
                 stats.trimmed_tokens += len(draft.token_ids) - keep
                 if keep == 0:
                     self.rounds.plain(rid)
+                    self.adaptive.cut(rid)
                     continue
                 draft = trimmed(draft, keep)
             request.spec_token_ids = list(draft.token_ids)

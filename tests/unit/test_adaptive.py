@@ -88,6 +88,28 @@ def test_late_drafts_that_seldom_agree_with_the_tokens_decoded_meanwhile_pause_t
     assert not ad.should_draft("b", 1)
 
 
+def test_a_branch_whose_drafts_are_cut_to_nothing_pauses():
+    """Each cut draft cost a drafter call and a step held back for it, and
+    yielded only the plain token its branch decoded instead: a round whose
+    first token was rejected. Counted as no round at all, the branch drafted
+    again every step on the estimate of its earlier verified rounds."""
+    ad, clock = fitted()
+    rounds(ad, clock, "a", accepted=2, round_s=0.010)  # its verified rounds pay
+    assert ad.should_draft("a", 1)
+    for _ in range(6):
+        ad.cut("a")
+        clock.t += 0.012  # held back a step for its draft, then a plain step
+        ad.stepped("a", 1)
+    b = ad.branches["a"]
+    assert (b.accepted, b.rejected) == (6, 3 + 6)
+    assert b.round_s == pytest.approx(0.010 * 0.8**6 + 0.012 * (1 - 0.8**6))
+    assert ad.gain("a", 1) < _PAUSE_BELOW
+    assert not ad.should_draft("a", 1)
+    clock.t += 0.006
+    ad.stepped("a", 1)  # a plain step after the cut one is not a round
+    assert (b.accepted, b.rejected) == (6, 9)
+
+
 def test_high_acceptance_and_cheap_drafts_keep_drafting():
     ad, clock = fitted()
     rounds(ad, clock, "a", accepted=3, round_s=0.015)  # E ~ 3.6 tokens per 15 ms vs 6 ms plain

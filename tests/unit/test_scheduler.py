@@ -401,8 +401,9 @@ def test_each_draft_job_has_the_length_adaptive_speculation_chose(sched):
 
 def test_drafts_are_cut_by_confidence_before_verification_and_teach_it(sched):
     """a's draft is sure of its first two tokens only: the third is cut; b's
-    is sure of nothing: b decodes plainly and drafts again. The verdict on
-    a's two tokens (one accepted) is learned by confidence."""
+    is sure of nothing: b decodes plainly and drafts again, its round counted
+    as one whose first token was rejected. The verdict on a's two tokens (one
+    accepted) is learned by confidence."""
     measured(sched, call_s=0.02)  # 45 ms + 3 ms a token: at N=2 a token must be ~11% sure
     add(sched, "a", temperature=1.0)
     add(sched, "b", temperature=1.0)
@@ -422,7 +423,9 @@ def test_drafts_are_cut_by_confidence_before_verification_and_teach_it(sched):
     assert sched.pool.jobs[-1][1][-1].token_ids == [1, 2, 3, 7, 6]  # b drafts again
     counts = sched.adaptive.confidence.counts
     assert counts[(1.0, 9)] == [1, 1] and counts[(1.0, 8)] == [1, 0] and (1.0, 0) not in counts
-    assert sched.adaptive.branches["a"].accepted == 1 and sched.adaptive.branches["b"].accepted == 0
+    a, b = sched.adaptive.branches["a"], sched.adaptive.branches["b"]
+    assert (a.accepted, a.rejected) == (1, 1)
+    assert (b.accepted, b.rejected) == (0, 1)  # b's cut draft: a round that yielded its plain token
 
 
 def test_with_trim_off_drafts_are_verified_whole(random_llama_dir):
