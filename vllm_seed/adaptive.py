@@ -98,7 +98,8 @@ E_{i-1} and C_{i-1} the tokens and target cost of the draft cut before i
     P_i * C_{i-1} > E_{i-1} * per_token
 
 (it raises the round's tokens per unit of target time), and the draft is cut
-at the first that is not. A cut to nothing is a plain step. The decision for
+at the first that is not. A cut to nothing is a plain step, and for the
+branch's estimate a round that yielded that one token (``cut``). The decision for
 token i uses only the confidences of tokens 1..i, each a property of the
 distribution the token was drawn from given the tokens before it, never the
 token drawn: a stopping rule of that kind leaves speculative sampling
