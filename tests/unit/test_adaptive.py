@@ -484,7 +484,7 @@ def test_the_gate_judges_against_a_plain_window_s_fresh_steps_not_older_slower_o
     """One ToT at T=1 (bench_tot_plain_cost.md, repetition 0): 3-branch
     plain steps had run at 88 ms before; a plain window measured 67-69 ms;
     speculation then emitted a token every 78 ms per branch. A moving average
-    still said 81 ms and the gate read a gain near 1.04, open for 162 verify
+    still said 81 ms and the gate read a gain near 1.03, open for 162 verify
     steps; the window's own steps say 0.87, and it shuts."""
     ad, _ = fitted()
     for _ in range(40):
