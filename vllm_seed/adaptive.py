@@ -248,14 +248,18 @@ class AdaptiveSpeculation:
         self.backoff: dict[tuple[int, float], tuple[int, int]] = {}
         self.step = 0  # engine steps so far
 
-    def tick(self) -> None:
-        """Once per engine step: count shut gates down; open a plain window
-        when the measurement of plain decoding is stale, close it once it has
-        its samples."""
+    def tick(self, num_decoding: int = 0) -> None:
+        """Once per engine step, with ``num_decoding`` branches decoding (and
+        after ``temperature`` is set): count this step's regime's gate down,
+        if shut; open a plain window when the measurement of plain decoding
+        is stale, close it once it has its samples. A shut gate counts only
+        its own regime's decode steps: its off time is how much of the
+        traffic it lost on runs plainly before it is judged again, not how
+        long other regimes ran meanwhile (a ToT's levels alternate loads)."""
         self.step += 1
         self.since_plain += 1
-        for gate in self.gates.values():
-            gate.tick()
+        if num_decoding:
+            self.gate(num_decoding).tick()
         if self.window:
             self.window = 0 if self.window_samples >= _CLEAN_SAMPLES else self.window - 1
         elif self.enabled and self.since_plain >= _CLEAN_REFRESH:

@@ -86,12 +86,12 @@ class SeedScheduler(Scheduler):
         if self._step_ended_at is not None:
             stats.add_phase("engine_loop", entered_at - self._step_ended_at)
         blocked_before = stats.blocked_wait_s
-        self.adaptive.tick()
         self._sync_branches()
         self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self.meter.num_decoding = len(decoding)
         self.adaptive.temperature = max((_temperature(self.requests[r]) for r in decoding), default=0.0)
+        self.adaptive.tick(len(decoding))
         self.adaptive.load(len(decoding))
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1

@@ -325,7 +325,7 @@ def test_a_token_tree_pays_for_all_the_nodes_it_verifies():
 
 def speculate(ad, steps, emitted, seconds, num_decoding=4):
     for _ in range(steps):  # as the scheduler calls them
-        ad.tick()
+        ad.tick(num_decoding)
         ad.speculative_step(num_decoding, emitted, seconds)
 
 
@@ -348,10 +348,31 @@ def test_the_gate_turns_speculation_off_everywhere_while_it_loses_to_plain_decod
     assert not ad.should_draft("a", 4) and not ad.should_draft("b", 5)
     assert ad.should_draft("c", 2)  # another load: its own gate
     for _ in range(GATE_MIN_OFF):
-        ad.tick()
+        ad.tick(4)
     assert gate.shut == 0 and gate.steps == 0 and ad.should_draft("a", 4)
     speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)  # still losing: off for longer
     assert gate.shut == 2 * GATE_MIN_OFF
+
+
+def test_a_shut_gate_counts_only_its_own_regime_s_steps():
+    """A ToT's levels alternate loads: steps at 16 branches, or with nothing
+    decoding, or at 4 branches sampled, leave the shut 4-branch greedy gate
+    shut; its own steps reopen it."""
+    ad, _ = gated()
+    speculate(ad, GATE_STEPS, emitted=4, seconds=0.020)
+    gate = ad.gate(4)
+    assert gate.shut == GATE_MIN_OFF
+    for _ in range(3 * GATE_MIN_OFF):
+        ad.tick(16)
+        ad.tick(0)
+    ad.temperature = 1.0
+    for _ in range(GATE_MIN_OFF):
+        ad.tick(4)
+    ad.temperature = 0.0
+    assert gate.shut == GATE_MIN_OFF and not ad.should_draft("a", 4)
+    for _ in range(GATE_MIN_OFF):
+        ad.tick(5)  # the same load range
+    assert gate.shut == 0 and ad.should_draft("a", 4)
 
 
 def test_a_gate_shut_for_sampled_steps_leaves_greedy_ones_at_the_same_load_speculating():
@@ -403,7 +424,7 @@ def shut_share(p_hit, num_steps=3000, seeds=range(5)):
         ad, _ = gated()
         gate, rng = ad.gate(4), random.Random(seed)
         for _ in range(num_steps):
-            ad.tick()
+            ad.tick(4)
             ad.speculative_step(4, 14 if rng.random() < p_hit else 4, 0.020)
             shut += gate.shut > 0
     return shut / (num_steps * len(seeds))
