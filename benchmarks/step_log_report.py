@@ -13,7 +13,8 @@ seconds. Each run's steps are summed by kind:
 
 with the idle time inside the run (the engine waiting for requests between
 its steps), the scheduler's own time (wall time minus the executor's) and
-its time blocked on drafts.
+its time blocked on drafts, and its branch-steps held back for drafts by
+why they waited.
 
     python benchmarks/step_log_report.py DIR [--bench RESULTS.json] [--json OUT]
 """
@@ -59,13 +60,24 @@ def summarise(run: list[dict], window: tuple[float, float] | None = None) -> dic
            "blocked_s": sum(s["blocked"] for s in run),
            "scheduler_s": sum(s["end"] - s["start"] - (s["forward"] or 0.0) - s["blocked"] for s in run),
            "drafting_steps": sum(1 for s in run if s["drafting"]),
-           "shut_steps": sum(1 for s in run if s["shut"])}
+           "shut_steps": sum(1 for s in run if s["shut"]),
+           "held": held_reasons(run)}
     for name in KINDS:
         steps = [s for s in run if kind(s) == name]
         out[name] = {"steps": len(steps), "forward_s": sum(s["forward"] or 0.0 for s in steps),
                      "emitted": sum(s["emitted"] for s in steps), "tokens": sum(s["tokens"] for s in steps),
                      "decoding": sum(s["decoding"] for s in steps)}
     return out
+
+
+def held_reasons(run: list[dict]) -> dict[str, int]:
+    """Branch-steps held back for drafts, by why (SeedScheduler._held_reasons;
+    absent from older logs)."""
+    total: dict[str, int] = {}
+    for step in run:
+        for why, n in (step.get("held") or {}).items():
+            total[why] = total.get(why, 0) + n
+    return dict(sorted(total.items()))
 
 
 def bench_runs(logs: list[list[dict]], bench: dict) -> dict[str, list[dict]]:
@@ -93,7 +105,7 @@ def label(header: dict) -> str:
 def table(name: str, runs: list[dict]) -> str:
     rows = [f"{name}", "| run | span s | idle s | steps | emitted | prefill: steps, fwd s | plain: steps, fwd s, "
             "ms/step, branches/step | verify: steps, fwd s, ms/step, tokens/step, emitted/step | "
-            "scheduler s | blocked s | shut steps |", "|" + "---|" * 10]
+            "scheduler s | blocked s | shut steps | held back, by why |", "|" + "---|" * 11]
     for i, r in enumerate(runs):
         p, d, v = r["prefill"], r["plain"], r["verify"]
         ms = lambda k: 1000 * k["forward_s"] / max(k["steps"], 1)  # noqa: E731
@@ -103,7 +115,7 @@ def table(name: str, runs: list[dict]) -> str:
             f"{p['steps']}, {p['forward_s']:.1f} | {d['steps']}, {d['forward_s']:.1f}, {ms(d):.0f}, "
             f"{per(d, 'decoding'):.1f} | {v['steps']}, {v['forward_s']:.1f}, {ms(v):.0f}, "
             f"{per(v, 'tokens'):.1f}, {per(v, 'emitted'):.1f} | {r['scheduler_s']:.2f} | {r['blocked_s']:.2f} | "
-            f"{r['shut_steps']} |")
+            f"{r['shut_steps']} | {', '.join(f'{k} {n}' for k, n in r['held'].items()) or '-'} |")
     return "\n".join(rows)
 
 

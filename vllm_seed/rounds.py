@@ -55,6 +55,8 @@ class Branch:
     group: str | None = None
     state: State = State.IDLE
     late_tokens: int = 0  # plain tokens it may decode while its draft is in flight: those drafted extra
+    lag: int = 0  # late_tokens when its draft in flight was sent
+    jobs: int = 0  # draft jobs sent for it
 
 
 @dataclass
@@ -166,6 +168,7 @@ class SeedRounds:
                 self.stats.plain_fallbacks += 1
             else:
                 branch.state = State.DRAFTING
+                branch.jobs += 1
                 jobs.setdefault(branch.drafter, []).append(req_id)
         return jobs
 

@@ -69,6 +69,8 @@ class SeedScheduler(Scheduler):
         self._step_decoding: list[str] = []  # this step's decoding branches, for step_log
         self._step_blocked_s = 0.0
         self._step_entered_at = 0.0
+        self._step_held: dict[str, int] = {}  # why this step's held branches wait, for step_log
+        self._redrafted: set[str] = set()  # this step's late drafts dropped and sent again
 
     def _make_pool(self, vllm_config) -> DrafterPool:
         pool = DrafterPool(self.seed_config, self.draft_max_len, default_draft_cpus(self.seed_config))
@@ -107,6 +109,8 @@ class SeedScheduler(Scheduler):
             held = [rid for rid in held if rid not in late]
             for rid in late:
                 self.rounds.branches[rid].late_tokens -= 1
+        if self.step_log.path:
+            self._step_held = self._held_reasons(held)
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
         out.seed_draft_probs = {
@@ -167,7 +171,7 @@ class SeedScheduler(Scheduler):
             self.step_log.record(
                 scheduler_output, model_runner_output, self._step_decoding, start=self._step_entered_at, end=ended_at,
                 wall=None if self._step_ended_at is None else ended_at - self._step_ended_at,
-                forward=forward_s, blocked=self._step_blocked_s, drafting=drafting,
+                forward=forward_s, blocked=self._step_blocked_s, drafting=drafting, held=self._step_held,
                 **self._gate_fields(),
             )
         # The gap to the next step is engine-loop overhead while work remains; with none
@@ -219,12 +223,37 @@ class SeedScheduler(Scheduler):
                 draft = trimmed(draft, keep)
             request.spec_token_ids = list(draft.token_ids)
             drafts[rid] = draft
+        self._redrafted = set(stale)
         if stale:  # draft again, one job per drafter
             for rid in stale:
                 self.rounds.drop(rid)
             self._dispatch(stale)
             held.extend(rid for rid in stale if self.rounds.branches[rid].state is State.DRAFTING)
         return drafts
+
+    def _held_reasons(self, held: list[str]) -> dict[str, int]:
+        """Why each branch held back this step waits (the step log's
+        ``held``): ``redraft`` its late draft was dropped this step and sent
+        again; ``first`` its first draft (the drafter prefills its prompt);
+        ``no_lag`` its draft was sent with no plain token to decode meanwhile
+        (``_late_tokens`` 0, or late drafts held); ``lag_spent`` it has
+        decoded as many meanwhile as its draft was made longer for;
+        ``due_late`` its draft is due after this step."""
+        reasons: dict[str, int] = {}
+        for rid in held:
+            branch = self.rounds.branches[rid]
+            if rid in self._redrafted:
+                why = "redraft"
+            elif branch.jobs == 1:
+                why = "first"
+            elif branch.lag <= 0:
+                why = "no_lag"
+            elif branch.late_tokens <= 0:
+                why = "lag_spent"
+            else:
+                why = "due_late"
+            reasons[why] = reasons.get(why, 0) + 1
+        return reasons
 
     def _schedule_without(self, held: list[str], verify: list[str], *args, **kwargs):
         held_set = set(held)
@@ -307,7 +336,7 @@ class SeedScheduler(Scheduler):
         for drafter, rids in jobs.items():
             lag = self._late_tokens(drafter, dispatched, num_decoding)
             for rid in rids:
-                self.rounds.branches[rid].late_tokens = lag
+                self.rounds.branches[rid].late_tokens = self.rounds.branches[rid].lag = lag
             self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding, lag) for rid in rids])
 
     def _lands_during_step(self, rid: str, num_decoding: int) -> bool:

@@ -8,6 +8,8 @@ then per engine step
     wall    since the previous step's end (null after the engine idled)
     forward the executor's time (target forward, sampling, verification)
     blocked time the scheduler waited on drafts with no runnable branch
+    held    branches held back for their drafts, by why they wait
+            (``SeedScheduler._held_reasons``)
     decoding branches decoding when it was scheduled
     reqs    requests scheduled
     tokens  tokens scheduled; ``prefill`` of them prompt tokens

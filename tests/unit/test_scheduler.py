@@ -606,18 +606,34 @@ def test_the_step_log_records_each_step_when_asked(random_llama_dir, tmp_path, m
     sched = make_scheduler(random_llama_dir)
     add(sched, "a", "g")
     add(sched, "b", "g")
+    add(sched, "c", "h")  # the other drafter, whose draft has not landed
     step(sched, {})  # prefill: 3 prompt tokens each
     finish(sched.pool, 0, ["a", "b"], at=1.0)
     step(sched, {"a": [11, 12, 5], "b": [6]})  # a verifies 3 draft tokens, 2 accepted; b's rejected
-    sched.finish_requests(["a", "b"], _finished_status())
+    sched.finish_requests(["a", "b", "c"], _finished_status())
     step(sched, {})  # nothing left: the engine idles and the log is written
     header, *lines = [json.loads(s) for s in next(tmp_path.glob("steps-*.jsonl")).read_text().splitlines()]
     assert header["header"]["seed_config"]["num_drafters"] == 2
     prefill, verify = lines[:2]
-    assert (prefill["prefill"], prefill["decoding"], prefill["spec"], prefill["wall"]) == (6, 0, 0, None)
-    assert (verify["decoding"], verify["spec"], verify["drafts"], verify["emitted"]) == (2, 6, 2, 4)
+    assert (prefill["prefill"], prefill["decoding"], prefill["spec"], prefill["wall"]) == (9, 0, 0, None)
+    assert (verify["decoding"], verify["spec"], verify["drafts"], verify["emitted"]) == (3, 6, 2, 4)
+    assert verify["held"] == {"first": 1}  # c waits for its first draft
     assert verify["start"] <= verify["end"] and verify["forward"] >= 0 and verify["wall"] > 0
     assert set(verify) >= {"blocked", "drafting", "shut", "window", "gate_gain", "gate_z", "plain_s"}
+
+
+def test_held_branches_are_told_apart_by_why_they_wait(sched):
+    """The step log's ``held``: a late draft dropped and sent again, a first
+    draft, a draft sent with no token to decode meanwhile, one whose branch
+    decoded all it was drafted longer for, and one due after the step."""
+    fields = {  # rid: (jobs, lag, late_tokens)
+        "redraft": (3, 1, 1), "first": (1, 1, 1), "no_lag": (2, 0, 0), "lag_spent": (2, 1, 0), "due_late": (2, 1, 1),
+    }
+    for rid, (jobs, lag, late) in fields.items():
+        branch = sched.rounds.add(rid, None)
+        branch.jobs, branch.lag, branch.late_tokens = jobs, lag, late
+    sched._redrafted = {"redraft"}
+    assert sched._held_reasons(list(fields)) == {rid: 1 for rid in fields}
 
 
 def _finished_status():

@@ -55,6 +55,8 @@ def _line(start, end, prefill=0, spec=0, emitted=1, forward=0.1, blocked=0.0):
 def test_report_splits_runs_at_idle_gaps_and_sums_by_kind():
     steps = [_line(0.0, 0.2, prefill=30), _line(0.2, 0.3), _line(0.5, 0.6, spec=3, emitted=3, blocked=0.05),
              _line(5.0, 5.1)]
+    steps[1]["held"] = {"first": 2, "due_late": 1}
+    steps[2]["held"] = {"first": 1}  # steps[0], as in logs before ``held``: none
     runs = split_runs(steps, gap_s=1.0)
     assert [len(r) for r in runs] == [3, 1]
     r = summarise(runs[0])
@@ -64,6 +66,7 @@ def test_report_splits_runs_at_idle_gaps_and_sums_by_kind():
     assert abs(r["scheduler_s"] - (0.1 + 0.0 + 0.0 - 0.05 + 0.0)) < 1e-9  # wall - forward - blocked
     assert [r[k]["steps"] for k in ("prefill", "plain", "verify")] == [1, 1, 1]
     assert r["verify"]["emitted"] == 3 and r["prefill"]["tokens"] == 31
+    assert r["held"] == {"due_late": 1, "first": 3}
 
 
 def test_report_takes_each_repetition_s_steps_from_its_window():
