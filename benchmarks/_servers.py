@@ -111,6 +111,8 @@ def _seed_tree(k_config: tuple[int, ...], replacement: bool = False, adaptive: b
 #   pauses it, to measure the gate;
 # seed-d1-notrim: seed-d1 verifying every draft whole (trim off): no cut by the draft
 #   tokens' confidence, to measure confidence trimming;
+# seed-d1-nowarm: seed-d1 without warm drafts (warm_drafts off): a branch's first draft
+#   job prefills its prompt in the drafter after the target's prefill, to measure that;
 # seed-d1-dbsN: seed-d1 that starts no draft while more than N branches decode
 #   (disable_by_batch_size N); dbs1, under load, runs SEED's engine, Ray and drafter
 #   without speculating, to tell what SEED's machinery costs from what its speculation does;
@@ -145,6 +147,8 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                        seed={**_seed(1).seed, "gate": False}),
                                replace(_seed(1), name="seed-d1-notrim",
                                        seed={**_seed(1).seed, "trim": False}),
+                               replace(_seed(1), name="seed-d1-nowarm",
+                                       seed={**_seed(1).seed, "warm_drafts": False}),
                                *(replace(_seed(1), name=f"seed-d1-dbs{n}",
                                          seed={**_seed(1).seed, "disable_by_batch_size": n})
                                  for n in (1, 8)),
@@ -157,7 +161,7 @@ CONFIGS = {c.name: c for c in (ServerConfig("plain"), *map(_sd, range(1, 5)),
                                _seed_tree((2, 2, 1), replacement=True, adaptive=False))}
 CONFIGS.update({f"{name}-b32": replace(CONFIGS[name], name=f"{name}-b32", args=("--block-size", "32"))
                 for name in ("plain", "sd-k1", "seed-d1", "seed-d1-hold", "seed-d1-nice15", "seed-d1-nogate",
-                             "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore",
+                             "seed-d1-notrim", "seed-d1-nowarm", "seed-d1-dbs1", "seed-d1-dbs8", "seed-d1-anycore",
                              "seed-d1-k1-fixed")})
 CONFIGS["plain-sync-b32"] = replace(CONFIGS["plain-b32"], name="plain-sync-b32",
                                     args=(*CONFIGS["plain-b32"].args, "--no-async-scheduling"))

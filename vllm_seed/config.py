@@ -91,6 +91,13 @@ class SeedConfig:
     draft is verified whole. Lossless: whether token i is kept depends only
     on the tokens before it and on the distribution it was drawn from."""
 
+    warm_drafts: bool = True
+    """In the engine step that prefills a branch's prompt in the target, send
+    the prompt to the branch's drafter to prefill it there meanwhile: the
+    branch's first draft then costs a round's few tokens, not the prompt, and
+    a branch held back for its first draft waits that long only. Off: the
+    first draft job prefills the prompt, after the target's prefill."""
+
     disable_by_batch_size: int | None = None
     """No branch starts a draft while more than this many branches decode
     (vLLM V0's ``speculative_disable_by_batch_size``): where a deployment
@@ -130,7 +137,7 @@ class SeedConfig:
         _require_positive("draft_timeout_s", self.draft_timeout_s)
         if self.draft_head not in HEAD_DTYPES:
             raise ValueError(f"seed config: draft_head={self.draft_head!r} must be one of {list(HEAD_DTYPES)}")
-        for name in ("adaptive", "adaptive_length", "gate", "trim", "replacement"):
+        for name in ("adaptive", "adaptive_length", "gate", "trim", "warm_drafts", "replacement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"seed config: {name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.draft_model, str) or not self.draft_model:

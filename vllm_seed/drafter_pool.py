@@ -153,7 +153,8 @@ class DrafterPool:
                 batch.submitted_at = submitted_at  # one clock: CLOCK_MONOTONIC is system-wide
                 took = batch.finished_at - submitted_at
                 old = self.call_s.get(drafter)
-                self.call_s[drafter] = took if old is None else old + _CALL_EMA * (took - old)
+                if batch.drafts:  # a warm job's prompt prefill says nothing of a round's time
+                    self.call_s[drafter] = took if old is None else old + _CALL_EMA * (took - old)
                 batches.append(batch)
                 self.backoff.pop(drafter, None)
             except Exception as e:  # a crashed drafter degrades, never fails requests

@@ -113,6 +113,8 @@ class SeedScheduler(Scheduler):
             self._step_held = self._held_reasons(held)
         out = self._schedule_without(held, verify, *args, **kwargs)
         self._requeue_unscheduled(out, drafts)
+        if self.seed_config.warm_drafts and out.scheduled_new_reqs:
+            self._warm(out.scheduled_new_reqs)
         out.seed_draft_probs = {
             rid: drafts[rid].probs[: len(toks)]
             for rid, toks in out.scheduled_spec_decode_tokens.items()
@@ -338,6 +340,26 @@ class SeedScheduler(Scheduler):
             for rid in rids:
                 self.rounds.branches[rid].late_tokens = self.rounds.branches[rid].lag = lag
             self.pool.submit(drafter, [self._job(self.requests[rid], num_decoding, lag) for rid in rids])
+
+    def _warm(self, new_reqs) -> None:
+        """Send the prompts of the branches this step prefills to their
+        drafters (``warm_drafts``), as jobs of no draft tokens: the drafter
+        prefills them while the target does, and the branch's first draft
+        then feeds it a round's few tokens. Not for branches that never
+        speculate or would outgrow the draft's context at once, nor to a
+        drafter that is down."""
+        self._sync_branches()
+        k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
+        jobs: dict[int, list[DraftJob]] = {}
+        for data in new_reqs:
+            branch = self.rounds.branches.get(data.req_id)
+            if branch is None or branch.state is State.OFF or branch.drafter in self.pool.down:
+                continue
+            prompt = self.requests[data.req_id].prompt_token_ids
+            if len(prompt) + 1 + k + 1 <= self.draft_max_len:
+                jobs.setdefault(branch.drafter, []).append(DraftJob(data.req_id, list(prompt), 0, 0.0))
+        for drafter, drafter_jobs in jobs.items():
+            self.pool.submit(drafter, drafter_jobs)
 
     def _lands_during_step(self, rid: str, num_decoding: int) -> bool:
         """Whether ``rid``'s draft should land before a target step starting

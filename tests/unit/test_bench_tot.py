@@ -32,13 +32,13 @@ def test_config_names():
                              "seed-d1", "seed-d2", "seed-d3", "seed-d1-fixed",
                              "seed-d1-k1", "seed-d1-k2", "seed-d1-k4", "seed-d1-k1-fixed", "seed-d1-f32head",
                              "seed-d1-fixedlen", "seed-d1-hold", "seed-d1-nice15",
-                             "seed-d1-nogate", "seed-d1-notrim", "seed-d1-dbs1", "seed-d1-dbs8",
+                             "seed-d1-nogate", "seed-d1-notrim", "seed-d1-nowarm", "seed-d1-dbs1", "seed-d1-dbs8",
                              "seed-d1-anycore", "seed-d1-poll",
                              "seed-t211", "seed-t221", "seed-t321", "seed-t222", "seed-t221-r",
                              "seed-t211-fixed", "seed-t221-fixed", "seed-t321-fixed", "seed-t222-fixed",
                              "seed-t221-r-fixed", "plain-b32", "sd-k1-b32", "seed-d1-b32",
                              "seed-d1-hold-b32", "seed-d1-nice15-b32",
-                             "seed-d1-nogate-b32", "seed-d1-notrim-b32", "seed-d1-dbs1-b32", "seed-d1-dbs8-b32",
+                             "seed-d1-nogate-b32", "seed-d1-notrim-b32", "seed-d1-nowarm-b32", "seed-d1-dbs1-b32", "seed-d1-dbs8-b32",
                              "seed-d1-anycore-b32", "seed-d1-k1-fixed-b32", "plain-sync-b32",
                              "plain-log-b32"]
 

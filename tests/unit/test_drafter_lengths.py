@@ -51,3 +51,19 @@ def test_each_chain_token_carries_the_confidence_of_the_distribution_it_was_draw
     np.testing.assert_allclose(sampled.confidence, sampled.probs.max(axis=1), rtol=1e-6)
     assert len(greedy.confidence) == 3 and all(0 < c <= 1 for c in greedy.confidence)
     assert greedy.confidence[0] == pytest.approx(float(sampled.probs[0].max()), rel=1e-5)
+
+
+def test_a_warm_job_prefills_the_prompt_and_the_first_draft_feeds_only_what_came_after():
+    """A job of no draft tokens (the scheduler's warm job) caches its prompt
+    and yields no draft; the branch's first draft then feeds the drafter only
+    the tokens after the prompt, and is the draft a fresh drafter makes."""
+    d = drafter()
+    warm = d.draft([DraftJob("a", STORY, 0, 0.0), DraftJob("b", CAT, 3, 0.0)])
+    assert [x.req_id for x in warm.drafts] == ["b"]
+    assert d.cached["a"] == STORY
+    fed = []
+    forward = d.lm.forward
+    d.lm.forward = lambda slots, cached, feed: fed.append([len(f) for f in feed]) or forward(slots, cached, feed)
+    first = d.draft([DraftJob("a", STORY + [42], 3, 0.0)]).drafts[0]
+    assert fed[0] == [1]  # the sampled token only: the prompt was cached
+    assert first.token_ids == drafter().draft([DraftJob("a", STORY + [42], 3, 0.0)]).drafts[0].token_ids

@@ -3,11 +3,13 @@
 import socket
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from vllm_seed.config import SeedConfig
 from vllm_seed.drafter_pool import DrafterPool, import_ray
+from vllm_seed.messages import Draft, DraftBatch
 
 
 def test_missing_ray_says_how_to_install_it(monkeypatch):
@@ -76,3 +78,20 @@ def test_time_left_is_when_a_drafters_jobs_should_finish():
     assert pool.time_left(1) == 0  # nothing in flight
     assert pool.call_time(1) == 0.015
     assert pool.time_left(2) is None and pool.call_time(2) is None  # never measured
+
+
+def test_a_warm_job_s_prompt_prefill_is_not_taken_for_a_round_s_time():
+    """A warm job (no draft: the drafter prefills a prompt) lands as a batch
+    without drafts; its time would tell the scheduler that rounds take that
+    long, and late drafts would be held back for it."""
+    pool = DrafterPool.__new__(DrafterPool)  # no Ray: only the bookkeeping
+    now = time.monotonic()
+    batches = {"warm": DraftBatch(0, [], now, 0.400), "round": DraftBatch(0, [Draft("a", 9, [5], None)], now, 0.010)}
+    pool.ray = SimpleNamespace(wait=lambda refs, num_returns, timeout: (list(refs), []), get=batches.get)
+    pool.retry_at, pool.pings, pool.backoff, pool.call_s = {}, {}, {}, {}
+    pool.in_flight = {"warm": (0, now - 0.400, ["a"])}
+    landed, failed = pool.poll(0)
+    assert landed == [batches["warm"]] and failed == [] and pool.call_time(0) is None
+    pool.in_flight = {"round": (0, now - 0.020, ["a"])}
+    pool.poll(0)
+    assert pool.call_time(0) == pytest.approx(0.020, abs=0.002)

@@ -50,6 +50,8 @@ class FakePool:
 
 
 def make_scheduler(model_dir, max_num_seqs=8, budget=256, **seed_config):
+    """A SeedScheduler on a fake drafter pool. Warm drafts are off unless
+    asked for: the round tests count the draft jobs each step sends."""
     import vllm_seed
     from vllm.config import CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig, SpeculativeConfig, VllmConfig
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
@@ -57,7 +59,7 @@ def make_scheduler(model_dir, max_num_seqs=8, budget=256, **seed_config):
 
     from vllm_seed.scheduler import SeedScheduler
 
-    kw = vllm_seed.seed_llm_kwargs(model_dir, 3, num_drafters=2, **seed_config)
+    kw = vllm_seed.seed_llm_kwargs(model_dir, 3, num_drafters=2, **{"warm_drafts": False, **seed_config})
     model = ModelConfig(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=256)
     config = VllmConfig(
         model_config=model,
@@ -597,6 +599,32 @@ def test_each_step_sets_the_regime_temperature_its_decoding_branches_sample_at(s
     assert sched.adaptive.temperature == 0.0
     step(sched, {})
     assert sched.adaptive.temperature == 0.7
+
+
+def test_the_step_that_prefills_a_branch_sends_its_prompt_to_its_drafter(random_llama_dir):
+    """Warm drafts: as the target prefills the prompts, each drafter is sent
+    its branches' prompts to prefill (jobs of no draft tokens), siblings
+    together; then the first draft jobs, as without. Not for a prompt the
+    draft's context cannot hold with a round on top, nor to a drafter that
+    is down."""
+    sched = make_scheduler(random_llama_dir, warm_drafts=True)
+    pool = sched.pool
+    sched.draft_max_len = 12  # 1 sampled token + 4 drafted (3 + 1 late) + 1: prompts of 6 at most
+    for rid, group, prompt in (("a", "g1", (1, 2, 3)), ("b", "g1", (1, 2, 4)), ("c", "g2", (5, 6)),
+                               ("long", "g2", tuple(range(1, 8)))):
+        add(sched, rid, group, prompt=prompt)
+    sched.schedule()  # the prefill step, scheduled
+    assert [(d, [(j.req_id, j.token_ids, j.num_draft) for j in jobs]) for d, jobs in pool.jobs] == [
+        (0, [("a", [1, 2, 3], 0), ("b", [1, 2, 4], 0)]), (1, [("c", [5, 6], 0)])]
+
+    down = make_scheduler(random_llama_dir, warm_drafts=True)
+    down.pool.down = {1}
+    for rid, group in (("a", "g1"), ("c", "g2")):
+        add(down, rid, group)
+    step(down, {})
+    warm = [(d, [j.req_id for j in jobs]) for d, jobs in down.pool.jobs if jobs[0].num_draft == 0]
+    assert warm == [(0, ["a"])]
+    assert [(d, [j.req_id for j in jobs]) for d, jobs in down.pool.jobs if jobs[0].num_draft] == [(0, ["a"])]
 
 
 def test_the_step_log_records_each_step_when_asked(random_llama_dir, tmp_path, monkeypatch):
