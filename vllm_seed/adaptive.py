@@ -253,9 +253,8 @@ class AdaptiveSpeculation:
         after ``temperature`` is set): count this step's regime's gate down,
         if shut; open a plain window when the measurement of plain decoding
         is stale, close it once it has its samples. A shut gate counts only
-        its own regime's decode steps: its off time is how much of the
-        traffic it lost on runs plainly before it is judged again, not how
-        long other regimes ran meanwhile (a ToT's levels alternate loads)."""
+        its own regime's decode steps, not the steps other regimes run
+        meanwhile (a ToT's levels alternate loads; gate.py)."""
         self.step += 1
         self.since_plain += 1
         if num_decoding:

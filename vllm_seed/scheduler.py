@@ -320,7 +320,6 @@ class SeedScheduler(Scheduler):
         return verify, held
 
     def _dispatch(self, req_ids: list[str], num_decoding: int | None = None) -> None:
-        k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
         if num_decoding is None:
             num_decoding = self._num_decoding()
         limit = self.seed_config.disable_by_batch_size
@@ -329,7 +328,7 @@ class SeedScheduler(Scheduler):
             branch = self.rounds.branches.get(rid)
             if branch is None or branch.state is not State.IDLE:
                 continue
-            if self.requests[rid].num_tokens + k + 1 > self.draft_max_len:
+            if not self._fits_draft_context(self.requests[rid].num_tokens):
                 branch.state = State.OFF  # beyond the draft's context: plain decoding
             elif over_limit or not self.adaptive.should_draft(rid, num_decoding):
                 self.rounds.pause(rid)
@@ -349,17 +348,23 @@ class SeedScheduler(Scheduler):
         speculate or would outgrow the draft's context at once, nor to a
         drafter that is down."""
         self._sync_branches()
-        k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
         jobs: dict[int, list[DraftJob]] = {}
         for data in new_reqs:
             branch = self.rounds.branches.get(data.req_id)
             if branch is None or branch.state is State.OFF or branch.drafter in self.pool.down:
                 continue
             prompt = self.requests[data.req_id].prompt_token_ids
-            if len(prompt) + 1 + k + 1 <= self.draft_max_len:
+            if self._fits_draft_context(len(prompt) + 1):  # with the token its prefill samples
                 jobs.setdefault(branch.drafter, []).append(DraftJob(data.req_id, list(prompt), 0, 0.0))
         for drafter, drafter_jobs in jobs.items():
             self.pool.submit(drafter, drafter_jobs)
+
+    def _fits_draft_context(self, num_tokens: int) -> bool:
+        """Whether a branch of ``num_tokens`` tokens, with a round's draft
+        (made one longer for late drafts) and its bonus token on top, fits
+        the draft's context; beyond it the branch decodes plainly."""
+        k = self.seed_config.num_speculative_tokens + (1 if self.late_decode else 0)
+        return num_tokens + k + 1 <= self.draft_max_len
 
     def _lands_during_step(self, rid: str, num_decoding: int) -> bool:
         """Whether ``rid``'s draft should land before a target step starting
