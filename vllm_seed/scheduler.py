@@ -89,11 +89,11 @@ class SeedScheduler(Scheduler):
             stats.add_phase("engine_loop", entered_at - self._step_ended_at)
         blocked_before = stats.blocked_wait_s
         self._sync_branches()
-        self._admit(timeout_s=0)
         decoding = [r.request_id for r in self.running if self._is_decoding(r)]
         self.meter.num_decoding = len(decoding)
         self.adaptive.temperature = max((_temperature(self.requests[r]) for r in decoding), default=0.0)
-        self.adaptive.tick(len(decoding))
+        self.adaptive.tick(len(decoding))  # the step counts from here: drafts admitted now land in it
+        self._admit(timeout_s=0)
         self.adaptive.load(len(decoding))
         if decoding and self.adaptive.window:
             stats.plain_window_steps += 1
