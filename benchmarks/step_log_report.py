@@ -105,7 +105,7 @@ def label(header: dict) -> str:
 def table(name: str, runs: list[dict]) -> str:
     rows = [f"{name}", "| run | span s | idle s | steps | emitted | prefill: steps, fwd s | plain: steps, fwd s, "
             "ms/step, branches/step | verify: steps, fwd s, ms/step, tokens/step, emitted/step | "
-            "scheduler s | blocked s | shut steps | held back, by why |", "|" + "---|" * 11]
+            "scheduler s | blocked s | shut steps | held back, by why |", "|" + "---|" * 12]
     for i, r in enumerate(runs):
         p, d, v = r["prefill"], r["plain"], r["verify"]
         ms = lambda k: 1000 * k["forward_s"] / max(k["steps"], 1)  # noqa: E731
