@@ -58,15 +58,16 @@ class Drafter:
         """Each job's draft, in job order; a job of ``num_draft`` 0 only
         prefills its context (a *warm* job, scheduler.py) and has none."""
         start = time.monotonic()
-        warm = [job for job in jobs if job.num_draft == 0]
+        drafting = [job for job in jobs if job.num_draft]
+        warm = [job for job in jobs if not job.num_draft]
         if warm:
             self._prefill(warm, [self._slot(job.req_id) for job in warm])
         drafts: dict[str, Draft] = {}
-        for tree, group in _group_by_tree([job for job in jobs if job.num_draft]).items():  # one, in practice
+        for tree, group in _group_by_tree(drafting).items():  # one group in practice: one k_config
             out = self._draft_chains(group) if tree is None else self._draft_trees(group, tree)
             drafts.update((d.req_id, d) for d in out)
         end = time.monotonic()
-        return DraftBatch(self.index, [drafts[job.req_id] for job in jobs if job.num_draft], end, end - start)
+        return DraftBatch(self.index, [drafts[job.req_id] for job in drafting], end, end - start)
 
     def _draft_chains(self, jobs: list[DraftJob]) -> list[Draft]:
         slots = [self._slot(job.req_id) for job in jobs]
