@@ -6,6 +6,8 @@ from types import SimpleNamespace
 from vllm_seed.step_log import FLUSH_EVERY, StepLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from step_compare import pooled_steps  # noqa: E402
+from step_compare import summarise as compare  # noqa: E402
 from step_log_report import bench_runs, split_runs, summarise  # noqa: E402
 
 
@@ -82,3 +84,30 @@ def test_report_takes_each_repetition_s_steps_from_its_window():
     (seed,), (plain,) = runs.values()
     assert seed["steps"] == 2 and seed["tokens_per_s"] == 50.0 and abs(seed["span_s"] - 0.6) < 1e-9
     assert abs(plain["idle_s"] - 0.4) < 1e-9  # 0.6 s window, 0.2 s of steps
+
+
+def test_compare_cuts_each_config_s_steps_by_load_and_kind():
+    def line(start, decoding, wall, forward, spec=0, drafting=False, prefill=0, blocked=0.0, emitted=None):
+        return {**_line(start, start + 0.1, prefill=prefill, spec=spec, forward=forward, blocked=blocked,
+                        emitted=decoding if emitted is None else emitted),
+                "decoding": decoding, "wall": wall, "drafting": drafting}
+
+    log = [line(0.0, 0, None, 0.5, prefill=40, emitted=2),  # after idle: no wall time
+           line(1.0, 24, 0.102, 0.100), line(1.2, 24, 0.104, 0.100),
+           line(1.4, 20, 0.105, 0.100, drafting=True),
+           line(1.6, 24, 0.120, 0.110, spec=6, drafting=True, blocked=0.004, emitted=30),
+           line(1.8, 8, 0.061, 0.060),
+           line(5.0, 24, 0.1, 0.1)]  # outside the window
+    bench = {"rows": [{"config": "seed", "temperature": 1.0, "mode": "throughput",
+                       "reps": [{"rep": 0, "monotonic_s": [0.0, 2.0]}, {"rep": 1, "error": "boom"}]}]}
+    (name, steps), = pooled_steps([log], bench).items()
+    assert name == "seed T=1 throughput" and len(steps) == 6
+    out = compare(steps)
+    assert list(out) == ["8-15", "16-31", "all"]
+    plain, in_flight, verify = (out["16-31"][k] for k in ("plain", "in flight", "verify"))
+    assert plain["steps"] == 2 and abs(plain["outside_ms"] - 3.0) < 1e-9 and plain["emitted_per_step"] == 24
+    assert in_flight["steps"] == 1 and abs(in_flight["outside_ms"] - 5.0) < 1e-9
+    assert abs(verify["outside_ms"] - 6.0) < 1e-9 and abs(verify["blocked_ms"] - 4.0) < 1e-9
+    assert abs(verify["emitted_per_s"] - 30 / 0.120) < 1e-9
+    prefill = out["all"]["prefill"]
+    assert prefill["steps"] == 1 and prefill["forward_ms"] == 500.0 and prefill["emitted_per_s"] == 0.0
