@@ -51,7 +51,8 @@ def test_killing_a_drafter_mid_stream_loses_nothing(plain_llm, victim_llm):
     from vllm import SamplingParams
 
     prompts = gsm8k_prompts(12)
-    params = SamplingParams(temperature=0, max_tokens=96, ignore_eos=True)
+    # Long enough that the kill, a second in, lands mid-stream however fast the run.
+    params = SamplingParams(temperature=0, max_tokens=256, ignore_eos=True)
     expected = [o.outputs[0].token_ids for o in plain_llm.generate(prompts, params, use_tqdm=False)]
     victims = list(drafter_processes())
     assert victims, "no drafter actor process found"
@@ -64,7 +65,8 @@ def test_killing_a_drafter_mid_stream_loses_nothing(plain_llm, victim_llm):
     killer.start()
     outs = seed_llm.generate(prompts, params, use_tqdm=False)
     killer.join()
-    assert not victims[0].is_running()
+    psutil.wait_procs(victims[:1], timeout=10)  # SIGKILL lands when the kernel next runs it
+    assert not victims[0].is_running() or victims[0].status() == psutil.STATUS_ZOMBIE
     assert [o.outputs[0].token_ids for o in outs] == expected
     assert seed_stats(seed_llm)["plain_fallbacks"] > 0  # its branches decoded plainly
     # The engine keeps serving after the loss, and Ray restarts the drafter: its
