@@ -20,8 +20,8 @@ time since the previous step's end, less the forward and the time blocked on
 drafts: both schedulers' own work, and the engine loop), the mean time
 blocked on drafts, tokens emitted per step and per second of wall time. The
 first step after the engine idled has no wall time: it counts in the steps,
-forward and tokens per step only. A
-plain vLLM log has only plain and prefill steps.
+forward and tokens per step only. A plain vLLM log has only plain and
+prefill steps.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ import argparse
 import json
 from pathlib import Path
 
-from step_log_report import load
+from step_log_report import load, timed_reps
+
+from vllm_seed.gate import load_range
 
 KINDS = ("plain", "in flight", "verify", "prefill")
+ALL_LOADS = 1 << 30  # the prefill rows' load range: every load, after the others
 
 
 def step_kind(step: dict) -> str:
@@ -43,39 +46,33 @@ def step_kind(step: dict) -> str:
     return "in flight" if step["drafting"] else "plain"
 
 
-def load_label(num_decoding: int) -> str:
-    """The gates' load ranges (gate.load_range): 1, 2-3, 4-7, ..."""
-    low = 1 << (max(num_decoding, 1).bit_length() - 1)
+def range_label(load: int) -> str:
+    """A gate's load range (gate.load_range) as its branches: 1, 2-3, 4-7, ..."""
+    if load == ALL_LOADS:
+        return "all"
+    low = 1 << (load - 1)
     return "1" if low == 1 else f"{low}-{2 * low - 1}"
 
 
 def pooled_steps(logs: list[list[dict]], bench: dict) -> dict[str, list[dict]]:
     """Each config's timed steps, by config, temperature and mode."""
     pooled: dict[str, list[dict]] = {}
-    for row in bench["rows"]:
-        key = f"{row['config']} T={row['temperature']:g} {row['mode']}"
-        for rep in row["reps"]:
-            if rep.get("monotonic_s") is None:
-                continue
-            start, end = rep["monotonic_s"]
-            pooled.setdefault(key, []).extend(
-                s for log in logs for s in log
-                if s["start"] >= start and s["end"] <= end and s["decoding"] + s["prefill"]
-            )
+    for key, _, _, steps in timed_reps(logs, bench):
+        pooled.setdefault(key, []).extend(s for s in steps if s["decoding"] + s["prefill"])
     return pooled
 
 
 def summarise(steps: list[dict]) -> dict[str, dict]:
     """{load range or "all": {kind: means}} (module docstring)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[int, str], list[dict]] = {}
     for s in steps:
         kind = step_kind(s)
-        groups.setdefault(("all" if kind == "prefill" else load_label(s["decoding"]), kind), []).append(s)
+        groups.setdefault((ALL_LOADS if kind == "prefill" else load_range(s["decoding"]), kind), []).append(s)
     out: dict[str, dict] = {}
-    for (load_, kind), group in sorted(groups.items(), key=lambda kv: (kv[0][0] == "all", _low(kv[0][0]))):
+    for (load, kind), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
         timed = [s for s in group if s["wall"] is not None]  # a step after idle has no wall time
         n, m, wall = len(group), max(len(timed), 1), sum(s["wall"] for s in timed)
-        out.setdefault(load_, {})[kind] = {
+        out.setdefault(range_label(load), {})[kind] = {
             "steps": n,
             "forward_ms": 1000 * sum(s["forward"] for s in group) / n,
             "outside_ms": 1000 * sum(s["wall"] - s["forward"] - s["blocked"] for s in timed) / m,
@@ -84,10 +81,6 @@ def summarise(steps: list[dict]) -> dict[str, dict]:
             "emitted_per_s": sum(s["emitted"] for s in timed) / wall if wall > 0 else 0.0,
         }
     return out
-
-
-def _low(label: str) -> int:
-    return int(label.split("-")[0]) if label != "all" else 1 << 30
 
 
 def table(name: str, summary: dict[str, dict]) -> str:

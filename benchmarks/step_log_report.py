@@ -80,20 +80,27 @@ def held_reasons(run: list[dict]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def bench_runs(logs: list[list[dict]], bench: dict) -> dict[str, list[dict]]:
-    """Each timed repetition's steps, by config, temperature and mode."""
-    runs: dict[str, list[dict]] = {}
+def timed_reps(logs: list[list[dict]], bench: dict):
+    """Each timed repetition of the bench's JSON: its row's key (config,
+    temperature and mode), the repetition, its window and its steps in order."""
     for row in bench["rows"]:
+        key = f"{row['config']} T={row['temperature']:g} {row['mode']}"
         for rep in row["reps"]:
             if rep.get("monotonic_s") is None:
                 continue
             start, end = rep["monotonic_s"]
             steps = sorted((s for log in logs for s in log if s["start"] >= start and s["end"] <= end),
                            key=lambda s: s["start"])
-            if steps:
-                key = f"{row['config']} T={row['temperature']:g} {row['mode']}"
-                runs.setdefault(key, []).append({**summarise(steps, (start, end)), "rep": rep["rep"],
-                                                 "tokens_per_s": rep["tokens_per_s"]})
+            yield key, rep, (start, end), steps
+
+
+def bench_runs(logs: list[list[dict]], bench: dict) -> dict[str, list[dict]]:
+    """Each timed repetition's steps, by config, temperature and mode."""
+    runs: dict[str, list[dict]] = {}
+    for key, rep, window, steps in timed_reps(logs, bench):
+        if steps:
+            runs.setdefault(key, []).append({**summarise(steps, window), "rep": rep["rep"],
+                                             "tokens_per_s": rep["tokens_per_s"]})
     return runs
 
 
