@@ -9,6 +9,9 @@ Checked against ``transformers`` logits in tests/unit/test_draft_model.py.
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +55,13 @@ class DraftLM:
         self.inv_freq = _rope_inv_freq(config, self.head_dim)
         if head not in HEAD_DTYPES:
             raise ValueError(f"draft head={head!r} must be one of {list(HEAD_DTYPES)}")
+        # A draft may propose from part of the vocabulary (draft_vocab(), below):
+        # the head then has only those rows, and every other token gets logit
+        # -inf, probability 0, so q is still a distribution over the whole
+        # vocabulary and verification against it stays lossless.
+        self.head_ids = draft_vocab(model_dir, self.vocab_size)
+        if self.head_ids is not None:
+            self.weights["lm_head.weight"] = self.weights["lm_head.weight"][self.head_ids].contiguous()
         self.int8_head = Int8Head(self.weights["lm_head.weight"]) if head == "int8" else None
         self.k = self.v = None
         self._alloc(slots)
@@ -161,6 +171,10 @@ class DraftLM:
             logits = (head @ rows.T).T.contiguous()
         else:
             logits = F.linear(rows, head)
+        if self.head_ids is not None:
+            full = logits.new_full((len(rows), self.vocab_size), -torch.inf)
+            full[:, self.head_ids] = logits
+            logits = full
         return logits.view(*x.shape[:-1], -1)
 
     def _qkv(self, layer, x, cos, sin):
@@ -188,6 +202,34 @@ class DraftLM:
         h = _rms_norm(x, self.weights[p + "post_attention_layernorm.weight"], self.eps)
         gate, up = F.linear(h, self.weights[p + "gate_up"]).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, self.weights[p + "mlp.down_proj.weight"])
+
+
+DRAFT_VOCAB_FILE = "draft_vocab.json"
+
+
+def draft_vocab(model_dir: str, vocab_size: int) -> torch.Tensor | None:
+    """The token ids a draft proposes from, if its directory lists them in
+    ``draft_vocab.json`` ({"token_ids": [...]}); None: the whole vocabulary.
+
+    Most of a small draft's forward is its LM head, and a task's text uses
+    few of the vocabulary's tokens (the SmolLM2 draft: GSM8K replies,
+    benchmarks/models/README.md), so a head over those rows costs a fraction
+    of the full one for nearly the same acceptance. Stock vLLM runs the same
+    directory with its full head.
+    """
+    path = os.path.join(model_dir, DRAFT_VOCAB_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        ids = json.load(f).get("token_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{path}: token_ids must be a non-empty list of token ids")
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(f"{path}: token id {bad[0]} is outside the draft's vocabulary of {vocab_size}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: token_ids lists a token twice")
+    return torch.tensor(sorted(ids))
 
 
 class Int8Head:
