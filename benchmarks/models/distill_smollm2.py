@@ -156,33 +156,47 @@ def generate_chunk(llm, questions: list[str]) -> list[dict]:
     return records
 
 
-# The draft: the target's tokenizer and vocabulary, 2 layers of width 192. The tied embedding
-# (49152 x 192) is most of it; it starts as the target's embedding projected onto its top 192
-# right singular vectors (rescaled), so its logit geometry starts close to the target's.
-DRAFT_ARCH = dict(num_hidden_layers=2, hidden_size=192, num_attention_heads=3,
-                  num_key_value_heads=3, head_dim=64, intermediate_size=1024)
+# The draft: the target's first DRAFT_LAYERS layers, its final norm and its embedding, tied to
+# the LM head as in the target. Only the layers and the norm train; the embedding stays the
+# target's, so it is not committed: `build_smollm2.py` writes it next to the trained weights
+# (`EMBED_FILE`). The head proposes from the DRAFT_VOCAB_SIZE tokens most frequent in the
+# target's training completions (`draft_vocab.json`, vllm_seed/draft_model.py): most of a
+# 4-layer draft's forward would otherwise be its 49152-row head.
+DRAFT_LAYERS = 3
+DRAFT_VOCAB_SIZE = 8192
 VAL_FRACTION = 0.05
+TRAINED_FILE, EMBED_FILE = "trained.safetensors", "embedding.safetensors"
+EMBED_KEY = "model.embed_tokens.weight"
 
 
-def new_draft(target_dir: Path = TARGET_DIR):
-    from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
-    from safetensors.torch import load_file
+def new_draft(num_layers: int, init: Path = TARGET_DIR):
+    """The model at `init` (the target, or a draft) cut after its first `num_layers` layers,
+    embedding frozen."""
+    from transformers import LlamaForCausalLM
 
-    tcfg = AutoConfig.from_pretrained(target_dir)
-    config = LlamaConfig(
-        vocab_size=tcfg.vocab_size, max_position_embeddings=tcfg.max_position_embeddings,
-        rope_parameters=dict(tcfg.rope_parameters), rms_norm_eps=tcfg.rms_norm_eps,
-        tie_word_embeddings=True, bos_token_id=tcfg.bos_token_id,
-        eos_token_id=tcfg.eos_token_id, pad_token_id=tcfg.pad_token_id, dtype="float32",
-        **DRAFT_ARCH)
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(config).float()
-    embed = load_file(target_dir / "model.safetensors")["model.embed_tokens.weight"].float()
-    _, _, v = torch.linalg.svd(embed, full_matrices=False)  # embed = U S V^T
-    projected = embed @ v[: config.hidden_size].T
-    with torch.no_grad():  # HF's init scale (std 0.02): the target's would make huge logits
-        model.model.embed_tokens.weight.copy_(projected * (0.02 / projected.std()))
+    model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32)
+    if num_layers > model.config.num_hidden_layers:
+        raise SystemExit(f"--layers {num_layers}: {init} has {model.config.num_hidden_layers}")
+    model.model.layers = model.model.layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    model.model.embed_tokens.weight.requires_grad_(False)
     return model
+
+
+def frequent_tokens(records: list[dict], size: int = DRAFT_VOCAB_SIZE) -> list[int]:
+    """The `size` token ids most frequent in the completions (ties: the lower id)."""
+    counts = torch.bincount(torch.tensor([t for r in records for t in r["output"]]))
+    order = sorted(range(len(counts)), key=lambda t: (-int(counts[t]), t))
+    return sorted(order[:size])
+
+
+class DraftVocab:
+    """The draft's head rows: token ids, and each vocabulary id's row (-1: none)."""
+
+    def __init__(self, token_ids: list[int], vocab_size: int):
+        self.ids = torch.tensor(sorted(token_ids))
+        self.row = torch.full((vocab_size,), -1, dtype=torch.long)
+        self.row[self.ids] = torch.arange(len(self.ids))
 
 
 class Batch:
@@ -212,30 +226,36 @@ class Batch:
         return len(self.hard)
 
 
-def draft_log_q(model, batch: Batch) -> torch.Tensor:
-    """Draft log-probabilities at the output positions only: [N, V]."""
-    hidden = model.model(input_ids=batch.ids).last_hidden_state  # [B, S, H]
-    return torch.log_softmax(model.lm_head(hidden[batch.rows, batch.cols]), dim=-1)
+def draft_log_q(model, batch: Batch, vocab: DraftVocab) -> torch.Tensor:
+    """Draft log-probabilities over its head's tokens at the output positions: [N, V']."""
+    hidden = model.model(input_ids=batch.ids).last_hidden_state  # [B, S, H], normed
+    head = model.model.embed_tokens.weight[vocab.ids]  # [V', H]: the head is tied to it
+    return torch.log_softmax(hidden[batch.rows, batch.cols] @ head.T, dim=-1)
 
 
-def distill_loss(model, batch: Batch, hard_weight: float = 0.5) -> torch.Tensor:
-    """Cross-entropy to the target's renormalised top-K, plus CE on the target's own token."""
-    log_q = draft_log_q(model, batch)
-    p = torch.softmax(batch.top_lp, dim=-1)  # -inf entries (fewer than K) get 0
-    soft = -(p * log_q.gather(1, batch.top_ids)).sum(-1).mean()
-    hard = -log_q.gather(1, batch.hard[:, None]).mean()
+def distill_loss(model, batch: Batch, vocab: DraftVocab, hard_weight: float = 0.5) -> torch.Tensor:
+    """Cross-entropy to the target's top-K renormalised over the draft's tokens, plus CE on
+    the target's own token where the draft can propose it."""
+    log_q = draft_log_q(model, batch, vocab)
+    rows = vocab.row[batch.top_ids]  # [N, K], -1 outside the draft's tokens
+    lp = batch.top_lp.masked_fill(rows < 0, -math.inf)
+    p = torch.softmax(lp, dim=-1).nan_to_num(0.0)  # a position with none of them: no soft label
+    soft = -(p * log_q.gather(1, rows.clamp_min(0))).sum(-1).mean()
+    hard_rows = vocab.row[batch.hard]
+    known = hard_rows >= 0
+    hard = -log_q[known].gather(1, hard_rows[known, None]).mean()
     return soft + hard_weight * hard
 
 
-def val_metrics(model, batches: list[Batch]) -> dict:
+def val_metrics(model, batches: list[Batch], vocab: DraftVocab) -> dict:
     """Top-1 agreement with the target's top token, and the loss, on held-out completions."""
     agree = total = 0
     loss = 0.0
     for b in batches:
-        log_q = draft_log_q(model, b)
-        agree += (log_q.argmax(-1) == b.top_ids[:, 0]).sum().item()
+        log_q = draft_log_q(model, b, vocab)
+        agree += (vocab.ids[log_q.argmax(-1)] == b.top_ids[:, 0]).sum().item()
         total += b.numel()
-        loss += distill_loss(model, b).item() * b.numel()
+        loss += distill_loss(model, b, vocab).item() * b.numel()
     return {"val_top1_agreement": agree / total, "val_loss": loss / total}
 
 
@@ -280,40 +300,106 @@ def cmd_train(args) -> None:
             order.shuffle(train_batches)
         return train_batches[step % len(train_batches)]
 
-    if args.init:  # a second stage: go on from a saved draft on (more) data
-        from transformers import LlamaForCausalLM
-        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32)
+    if args.init:  # a later stage: go on from a saved draft, possibly cut to fewer layers
+        model = new_draft(args.layers, args.init)
+        token_ids = json.loads((args.init / "draft_vocab.json").read_text())["token_ids"]
     else:
-        model = new_draft()
-    log(f"draft {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
-        f"{len(train_recs)} train / {len(val_recs)} val completions, "
-        f"{sum(b.numel() for b in train_batches)} train tokens")
-    curves = train(model, get_batch, distill_loss, lambda m: val_metrics(m, val_batches),
+        model, token_ids = new_draft(args.layers), frequent_tokens(train_recs)
+    vocab = DraftVocab(token_ids, model.config.vocab_size)
+    outputs = torch.tensor([t for r in val_recs for t in r["output"]])
+    log(f"draft {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M "
+        f"trained params; {len(train_recs)} train / {len(val_recs)} val completions, "
+        f"{sum(b.numel() for b in train_batches)} train tokens; its {len(vocab.ids)} tokens "
+        f"cover {(vocab.row[outputs] >= 0).float().mean():.4f} of the val completions' tokens")
+    curves = train(model, get_batch, lambda m, b: distill_loss(m, b, vocab),
+                   lambda m: val_metrics(m, val_batches, vocab),
                    Schedule(args.lr, args.warmup), args.minutes, args.steps, log)
-    save_draft(model, DRAFT_DIR)
+    save_draft(model, vocab, args.out)
     stages.append({
         "args": {k: str(v) for k, v in vars(args).items() if k != "func"},
-        "arch": DRAFT_ARCH, "num_completions": len(records),
+        "arch": draft_arch(args.layers), "num_completions": len(records),
         "num_train_tokens": sum(b.numel() for b in train_batches), **curves.__dict__})
     CURVES_PATH.write_text(json.dumps({"stages": stages}, indent=1) + "\n")
-    log(f"draft saved to {DRAFT_DIR}; {curves.num_steps} steps, {curves.wall_s} s")
+    log(f"draft saved to {args.out}; {curves.num_steps} steps, {curves.wall_s} s")
 
 
-def save_draft(model, out: Path) -> None:
-    """float16 safetensors (under the 40 MB budget); vLLM and the drafters load it as float32.
+def draft_arch(num_layers: int = DRAFT_LAYERS) -> dict:
+    return {"layers": f"the target's first {num_layers}", "draft_vocab_size": DRAFT_VOCAB_SIZE}
 
-    generation_config.json holds only the special token ids, as the target's does, so vLLM
-    takes no sampling defaults from it.
+
+def save_draft(model, vocab: DraftVocab, out: Path) -> None:
+    """The trained weights in float16 (`TRAINED_FILE`, under the 40 MB budget) and the
+    target's embedding (`EMBED_FILE`, gitignored: `build_smollm2.py` writes it too), with an
+    index that names both, so vLLM and transformers load the directory as one Llama (as
+    float32). generation_config.json holds only the special token ids, as the target's does,
+    so vLLM takes no sampling defaults from it.
     """
     import shutil
 
+    from safetensors.torch import save_file
+
+    from build_smollm2 import sha256
+
     out.mkdir(parents=True, exist_ok=True)
-    model.half().save_pretrained(out, safe_serialization=True)
-    model.float()
+    weights = {k: v.detach() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    trained = {k: v.half().contiguous() for k, v in weights.items() if k != EMBED_KEY}
+    save_file(trained, out / TRAINED_FILE, metadata={"format": "pt"})
+    save_file({EMBED_KEY: weights[EMBED_KEY].contiguous()}, out / EMBED_FILE, metadata={"format": "pt"})
+    index = {"metadata": {"embedding_sha256": sha256(out / EMBED_FILE)}, "weight_map": {**{k: TRAINED_FILE for k in sorted(trained)},
+                                              EMBED_KEY: EMBED_FILE}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
+    (out / "model.safetensors").unlink(missing_ok=True)  # the previous recipe's single file
+    model.config.dtype = "float16"
+    model.config.save_pretrained(out)
+    (out / "draft_vocab.json").write_text(json.dumps({"token_ids": vocab.ids.tolist()}) + "\n")
     gen = {k: getattr(model.config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(TARGET_DIR / name, out / name)
+
+
+class VocabMasked(torch.nn.Module):
+    """A draft's logits as its drafter proposes from them: -inf outside draft_vocab.json's
+    tokens (vllm_seed/draft_model.py computes only those rows; the same numbers)."""
+
+    def __init__(self, model, token_ids: list[int]):
+        super().__init__()
+        self.model = model
+        self.outside = torch.ones(model.config.vocab_size, dtype=torch.bool)
+        self.outside[token_ids] = False
+
+    def forward(self, input_ids):
+        out = self.model(input_ids=input_ids)
+        out.logits = out.logits.masked_fill(self.outside, -math.inf)
+        return out
+
+
+def drafter_costs(num_warmup: int, num_reps: int) -> dict:
+    """Milliseconds per forward as SEED's drafter runs each model (vllm_seed.draft_model:
+    fused layers, slot KV cache), the draft with its head over draft_vocab.json's tokens in
+    float32 and in int8 (the plugin's default), the target with its full float32 head."""
+    from evaluate_pair import CACHE_LEN, PREFILL_LEN, time_pair
+
+    from vllm_seed.draft_model import DraftLM
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 49152, (8, CACHE_LEN + 1), generator=gen).tolist()
+    lms = {"target": DraftLM(str(TARGET_DIR), 512, slots=8),
+           "float32": DraftLM(str(DRAFT_DIR), 512, slots=8),
+           "int8": DraftLM(str(DRAFT_DIR), 512, slots=8, head="int8")}
+    for lm in lms.values():
+        lm.forward(list(range(8)), [0] * 8, [row[:CACHE_LEN] for row in ids])
+
+    def shapes(lm):
+        return {"decode_b1_ctx200": lambda: lm.forward([0], [CACHE_LEN], [ids[0][CACHE_LEN:]]),
+                "decode_b8_ctx200": lambda: lm.forward(list(range(8)), [CACHE_LEN] * 8,
+                                                       [row[CACHE_LEN:] for row in ids]),
+                "prefill_b1_128": lambda: lm.forward([0], [0], [ids[0][:PREFILL_LEN]])}
+
+    fns = {name: shapes(lm) for name, lm in lms.items()}
+    return {head: {shape: time_pair({"target": fns["target"][shape], "draft": fns[head][shape]},
+                                    num_warmup, num_reps) for shape in fns["target"]}
+            for head in ("int8", "float32")}
 
 
 def cmd_evaluate(args) -> None:
@@ -326,19 +412,28 @@ def cmd_evaluate(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(TARGET_DIR)
     models = {name: LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
               for name, d in (("target", TARGET_DIR), ("draft", DRAFT_DIR))}
+    token_ids = json.loads((DRAFT_DIR / "draft_vocab.json").read_text())["token_ids"]
     questions = load_questions("test")[: args.num_questions]
-    out = {"machine": machine(), "draft_arch": DRAFT_ARCH,
+    trained = {n for n, _ in models["draft"].named_parameters() if n != EMBED_KEY}
+    out = {"machine": machine(),
+           "draft_arch": draft_arch(models["draft"].config.num_hidden_layers),
            "num_params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()},
+           "num_trained_params": sum(p.numel() for n, p in models["draft"].named_parameters()
+                                     if n in trained),
            "draft_files": dir_size(DRAFT_DIR)}
     with torch.inference_mode():
         for kind in ("thought", "direct"):  # the ToT thought prompt, and the bare question
             prompts = [chat_ids(tokenizer, question_prompts(q, None, None)[kind])
                        for q in questions]
-            out[f"agreement_{kind}"] = agreement(models["target"], models["draft"], prompts,
-                                                 MAX_TOKENS, tokenizer.eos_token_id)
+            out[f"agreement_{kind}"] = agreement(models["target"],
+                                                 VocabMasked(models["draft"], token_ids),
+                                                 prompts, MAX_TOKENS, tokenizer.eos_token_id)
             log(f"{kind}: {out[f'agreement_{kind}']}")
-        out["cost_ms"] = forward_costs(models, args.num_warmup, args.num_reps)
-    log(f"cost per forward (ms): {out['cost_ms']}")
+        # Both models in transformers, the draft with its full head: as stock vLLM's
+        # draft-model speculative decoding runs it.
+        out["cost_ms_full_head"] = forward_costs(models, args.num_warmup, args.num_reps)
+        out["cost_ms_drafter"] = drafter_costs(args.num_warmup, args.num_reps)
+    log(f"cost per forward (ms): {out['cost_ms_full_head']}, {out['cost_ms_drafter']}")
     METRICS_PATH.write_text(json.dumps(out, indent=1) + "\n")
     log(f"wrote {METRICS_PATH}")
 
@@ -364,6 +459,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--warmup", type=int, default=30)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", type=Path, default=DRAFT_DIR, help="where to save the draft")
+    t.add_argument("--layers", type=int, default=DRAFT_LAYERS, help="the draft's first layers "
+                   "(the target's, or --init's) to keep")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate")
     e.add_argument("--num-questions", type=int, default=40, help="GSM8K test questions")
