@@ -37,14 +37,17 @@ def machine_info() -> dict:
 
 
 def model_info(model_dir: Path) -> dict:
-    """Parameter count from the safetensors header, and the architecture numbers."""
+    """Parameter count from the safetensors headers (one file, or the shards an index
+    names), and the architecture numbers."""
     config = json.loads((model_dir / "config.json").read_text())
+    index = model_dir / "model.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file()
+             else ["model.safetensors"])
     num_params = 0
-    with open(model_dir / "model.safetensors", "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    for name, entry in header.items():
-        if name != "__metadata__":
-            num_params += _product(entry["shape"])
+    for file in files:
+        with open(model_dir / file, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        num_params += sum(_product(e["shape"]) for k, e in header.items() if k != "__metadata__")
     keys = ("hidden_size", "num_hidden_layers", "vocab_size")
     return {"path": str(model_dir), "num_params": num_params, **{k: config.get(k) for k in keys}}
 

@@ -281,3 +281,25 @@ def test_demo_defaults_to_the_smollm2_pair_over_chat(monkeypatch):
     assert args.pair.name == "smollm2" and args.pair.api == "chat"
     assert demo_tot.demo_argv(demo_tot.demo_config(args), args, 8001)[2].endswith("smollm2/target")
     assert parse_args(["--pair", "smollm2"]).pair_dir.name == "smollm2"
+
+
+def test_model_info_counts_the_params_of_one_file_or_of_an_index_shards(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from _report import model_info
+
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    weights = {"a": torch.zeros(3, 4), "b": torch.zeros(5)}
+    for d in (one, sharded):
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"hidden_size": 4, "num_hidden_layers": 1}))
+    save_file(weights, one / "model.safetensors")
+    save_file({"a": weights["a"]}, sharded / "x.safetensors")
+    save_file({"b": weights["b"]}, sharded / "y.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"a": "x.safetensors", "b": "y.safetensors"}}))
+    assert model_info(one)["num_params"] == model_info(sharded)["num_params"] == 17
+    assert model_info(sharded)["num_hidden_layers"] == 1
