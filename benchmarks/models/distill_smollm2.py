@@ -1,10 +1,10 @@
 """Distil a small draft for the SmolLM2-135M-Instruct target (`build_smollm2.py` builds it).
 
-    python benchmarks/models/distill_smollm2.py generate --num-questions 144
-    python benchmarks/models/distill_smollm2.py train --steps 1124 --batch-size 16
-    python benchmarks/models/distill_smollm2.py generate --start 144 --num-questions 336
-    python benchmarks/models/distill_smollm2.py train --init benchmarks/models/smollm2/draft \
-        --steps 719 --lr 1e-3 --batch-size 16
+    python benchmarks/models/distill_smollm2.py generate --num-questions 480
+    python benchmarks/models/distill_smollm2.py train --layers 4 --steps 1731 --lr 1e-3 \
+        --out /tmp/draft4
+    python benchmarks/models/distill_smollm2.py train --init /tmp/draft4 --layers 3 \
+        --steps 682 --lr 5e-4 --warmup 20
     python benchmarks/models/distill_smollm2.py evaluate
 
 (the committed draft's recipe; benchmarks/models/README.md has its times, curves and results).
@@ -12,8 +12,9 @@
 `generate` serves the target with plain vLLM (float32) and records its own completions of the
 prompts the ToT workload sends (GSM8K train questions in the chat template: thought, answer,
 evaluation and solution prompts, and the bare question), greedy and at T=1, each token with the
-target's top-20 log-probabilities. `train` fits the draft to those soft labels (KL to the
-renormalised top-20, plus cross-entropy on the target's token). `evaluate` measures, on held-out
+target's top-20 log-probabilities. `train` fits the draft, the target's first layers, to
+those soft labels (cross-entropy to the top-20 renormalised over the draft's tokens, plus
+cross-entropy on the target's token). `evaluate` measures, on held-out
 GSM8K *test* questions, the draft's greedy agreement along the target's greedy continuations and
 the T=1 expected acceptance sum(min(p, q)), and the cost of one forward of each model.
 """
