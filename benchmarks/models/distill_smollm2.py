@@ -33,6 +33,9 @@ import torch
 MODELS_DIR = Path(__file__).resolve().parent
 REPO = MODELS_DIR.parents[1]
 sys.path[:0] = [str(MODELS_DIR), str(REPO)]
+from build_smollm2 import EMBED_FILE, EMBED_KEY, sha256  # noqa: E402
+
+from vllm_seed.draft_model import DRAFT_VOCAB_FILE, draft_vocab  # noqa: E402
 PAIR_DIR = MODELS_DIR / "smollm2"
 TARGET_DIR, DRAFT_DIR = PAIR_DIR / "target", PAIR_DIR / "draft"
 WORK_DIR = REPO / "benchmarks" / "results" / "tmp" / "smollm2-distill"  # gitignored
@@ -166,8 +169,7 @@ def generate_chunk(llm, questions: list[str]) -> list[dict]:
 DRAFT_LAYERS = 3
 DRAFT_VOCAB_SIZE = 8192
 VAL_FRACTION = 0.05
-TRAINED_FILE, EMBED_FILE = "trained.safetensors", "embedding.safetensors"
-EMBED_KEY = "model.embed_tokens.weight"
+TRAINED_FILE = "trained.safetensors"
 
 
 def new_draft(num_layers: int, init: Path = TARGET_DIR):
@@ -303,7 +305,7 @@ def cmd_train(args) -> None:
 
     if args.init:  # a later stage: go on from a saved draft, possibly cut to fewer layers
         model = new_draft(args.layers, args.init)
-        token_ids = json.loads((args.init / "draft_vocab.json").read_text())["token_ids"]
+        token_ids = draft_vocab(str(args.init), model.config.vocab_size).tolist()
     else:
         model, token_ids = new_draft(args.layers), frequent_tokens(train_recs)
     vocab = DraftVocab(token_ids, model.config.vocab_size)
@@ -339,20 +341,18 @@ def save_draft(model, vocab: DraftVocab, out: Path) -> None:
 
     from safetensors.torch import save_file
 
-    from build_smollm2 import sha256
-
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     trained = {k: v.half().contiguous() for k, v in weights.items() if k != EMBED_KEY}
     save_file(trained, out / TRAINED_FILE, metadata={"format": "pt"})
     save_file({EMBED_KEY: weights[EMBED_KEY].contiguous()}, out / EMBED_FILE, metadata={"format": "pt"})
-    index = {"metadata": {"embedding_sha256": sha256(out / EMBED_FILE)}, "weight_map": {**{k: TRAINED_FILE for k in sorted(trained)},
-                                              EMBED_KEY: EMBED_FILE}}
+    weight_map = {**{k: TRAINED_FILE for k in sorted(trained)}, EMBED_KEY: EMBED_FILE}
+    index = {"metadata": {"embedding_sha256": sha256(out / EMBED_FILE)}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
     (out / "model.safetensors").unlink(missing_ok=True)  # the previous recipe's single file
     model.config.dtype = "float16"
     model.config.save_pretrained(out)
-    (out / "draft_vocab.json").write_text(json.dumps({"token_ids": vocab.ids.tolist()}) + "\n")
+    (out / DRAFT_VOCAB_FILE).write_text(json.dumps({"token_ids": vocab.ids.tolist()}) + "\n")
     gen = {k: getattr(model.config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
@@ -413,7 +413,7 @@ def cmd_evaluate(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(TARGET_DIR)
     models = {name: LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
               for name, d in (("target", TARGET_DIR), ("draft", DRAFT_DIR))}
-    token_ids = json.loads((DRAFT_DIR / "draft_vocab.json").read_text())["token_ids"]
+    token_ids = draft_vocab(str(DRAFT_DIR), models["draft"].config.vocab_size).tolist()
     questions = load_questions("test")[: args.num_questions]
     trained = {n for n, _ in models["draft"].named_parameters() if n != EMBED_KEY}
     out = {"machine": machine(),
