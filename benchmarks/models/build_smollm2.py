@@ -83,17 +83,24 @@ def build(out: Path) -> dict:
     return record
 
 
+def write_embedding(embed, path: Path) -> None:
+    """The draft's embedding file, written one way by the install and the distillation (its
+    digest in the draft's weight index must match byte for byte)."""
+    from safetensors.torch import save_file
+
+    save_file({EMBED_KEY: embed.contiguous()}, path, metadata={"format": "pt"})
+
+
 def build_draft_embedding(target: Path, draft: Path) -> bool:
     """Write the draft's embedding from the target's; False if it already matches."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     want = json.loads((draft / "model.safetensors.index.json").read_text())["metadata"]["embedding_sha256"]
     path = draft / EMBED_FILE
     if path.is_file() and sha256(path) == want:
         path.touch()  # newer than the index: make sees it is up to date
         return False
-    embed = load_file(target / "model.safetensors")[EMBED_KEY]
-    save_file({EMBED_KEY: embed.contiguous()}, path, metadata={"format": "pt"})
+    write_embedding(load_file(target / "model.safetensors")[EMBED_KEY], path)
     if sha256(path) != want:
         path.unlink()
         sys.exit(f"build_smollm2: the draft's embedding from {target} differs from the one it "

@@ -33,7 +33,7 @@ import torch
 MODELS_DIR = Path(__file__).resolve().parent
 REPO = MODELS_DIR.parents[1]
 sys.path[:0] = [str(MODELS_DIR), str(REPO)]
-from build_smollm2 import EMBED_FILE, EMBED_KEY, sha256  # noqa: E402
+from build_smollm2 import EMBED_FILE, EMBED_KEY, sha256, write_embedding  # noqa: E402
 
 from vllm_seed.draft_model import DRAFT_VOCAB_FILE, draft_vocab  # noqa: E402
 PAIR_DIR = MODELS_DIR / "smollm2"
@@ -345,7 +345,7 @@ def save_draft(model, vocab: DraftVocab, out: Path) -> None:
     weights = {k: v.detach() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     trained = {k: v.half().contiguous() for k, v in weights.items() if k != EMBED_KEY}
     save_file(trained, out / TRAINED_FILE, metadata={"format": "pt"})
-    save_file({EMBED_KEY: weights[EMBED_KEY].contiguous()}, out / EMBED_FILE, metadata={"format": "pt"})
+    write_embedding(weights[EMBED_KEY], out / EMBED_FILE)
     weight_map = {**{k: TRAINED_FILE for k in sorted(trained)}, EMBED_KEY: EMBED_FILE}
     index = {"metadata": {"embedding_sha256": sha256(out / EMBED_FILE)}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
@@ -384,10 +384,11 @@ def drafter_costs(num_warmup: int, num_reps: int) -> dict:
     from vllm_seed.draft_model import DraftLM
 
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(2, 49152, (8, CACHE_LEN + 1), generator=gen).tolist()
     lms = {"target": DraftLM(str(TARGET_DIR), 512, slots=8),
            "float32": DraftLM(str(DRAFT_DIR), 512, slots=8),
            "int8": DraftLM(str(DRAFT_DIR), 512, slots=8, head="int8")}
+    vocab_size = lms["target"].vocab_size
+    ids = torch.randint(2, vocab_size, (8, CACHE_LEN + 1), generator=gen).tolist()
     for lm in lms.values():
         lm.forward(list(range(8)), [0] * 8, [row[:CACHE_LEN] for row in ids])
 
@@ -415,12 +416,11 @@ def cmd_evaluate(args) -> None:
               for name, d in (("target", TARGET_DIR), ("draft", DRAFT_DIR))}
     token_ids = draft_vocab(str(DRAFT_DIR), models["draft"].config.vocab_size).tolist()
     questions = load_questions("test")[: args.num_questions]
-    trained = {n for n, _ in models["draft"].named_parameters() if n != EMBED_KEY}
     out = {"machine": machine(),
            "draft_arch": draft_arch(models["draft"].config.num_hidden_layers),
            "num_params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()},
            "num_trained_params": sum(p.numel() for n, p in models["draft"].named_parameters()
-                                     if n in trained),
+                                     if n != EMBED_KEY),
            "draft_files": dir_size(DRAFT_DIR)}
     with torch.inference_mode():
         for kind in ("thought", "direct"):  # the ToT thought prompt, and the bare question
