@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -227,8 +228,9 @@ def draft_vocab(model_dir: str, vocab_size: int) -> torch.Tensor | None:
     bad = [i for i in ids if not 0 <= i < vocab_size]
     if bad:
         raise ValueError(f"{path}: token id {bad[0]} is outside the draft's vocabulary of {vocab_size}")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: token_ids lists a token twice")
+    twice = next((i for i, n in Counter(ids).items() if n > 1), None)
+    if twice is not None:
+        raise ValueError(f"{path}: token_ids lists token {twice} twice")
     return torch.tensor(sorted(ids))
 
 

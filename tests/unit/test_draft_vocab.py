@@ -76,7 +76,7 @@ def test_tree_drafts_come_from_the_draft_vocab(subset_dir, replacement):
     ([1, "2"], "token_ids must be a non-empty list of token ids"),
     ([1, VOCAB], f"token id {VOCAB} is outside the draft's vocabulary of {VOCAB}"),
     ([-1, 3], f"token id -1 is outside the draft's vocabulary of {VOCAB}"),
-    ([5, 5], "token_ids lists a token twice"),
+    ([3, 5, 5], "token_ids lists token 5 twice"),
 ])
 def test_a_bad_draft_vocab_names_the_file_and_the_value(tmp_path, token_ids, error):
     bad = with_vocab(tmp_path, token_ids)
